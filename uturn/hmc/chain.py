@@ -1,0 +1,219 @@
+"""One Markov chain, warmup then draws, in a single compiled loop.
+
+The loop is compiled once with an explicit signature whose log density argument
+is a first-class function type (``float64(float64[::1], float64[::1])``), so the
+compiled sampler does not depend on the user's function and numba's on-disk cache
+serves every model and every process. It releases the GIL, so chains run in
+parallel threads, and talks to Python only through arrays: ``progress`` is read by
+the progress bar while the chain runs and carries a stop request back.
+
+Warmup follows Stan (``services/sample/hmc_nuts_*_adapt``): the step size is
+initialised by the doubling/halving heuristic, adapted by dual averaging after
+every warmup transition, and the metric is re-estimated at the end of each
+window of :func:`uturn.hmc.adaptation.window_schedule`, after which the step size is
+re-initialised and dual averaging restarted. Warmup ends with ``exp(x_bar)``.
+"""
+import numpy as np
+from numba import njit, types
+
+from ..model import LOGP_GRAD_TYPE
+from .adaptation import (STEP_SIZE_OK, DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_KAPPA,
+                         DUAL_AVERAGING_T0, dual_averaging_final,
+                         dual_averaging_restart, dual_averaging_update,
+                         find_reasonable_step_size, welford_add,
+                         welford_regularized_variance)
+from .integrator import metric_factor_from_inv_metric
+from .nuts import nuts_transition
+from .static import hmc_transition
+
+__all__ = ["run_chain", "compiled_run_chain", "STAT_NAMES", "INT_SETTINGS",
+           "CHAIN_OK", "CHAIN_INTERRUPTED", "CHAIN_STEP_SIZE_TOO_LARGE",
+           "CHAIN_STEP_SIZE_TOO_SMALL", "CHAIN_METRIC_NOT_FINITE"]
+
+#: Columns of ``stats_out``; ``divergence_slot`` indexes ``divergence_points`` (-1: none).
+STAT_NAMES = ("lp", "energy", "energy_error", "max_energy_error", "tree_depth",
+              "n_steps", "step_size", "acceptance_rate", "diverging",
+              "reached_max_treedepth", "divergence_slot")
+(_LP, _ENERGY, _ENERGY_ERROR, _MAX_ENERGY_ERROR, _TREE_DEPTH, _N_STEPS, _STEP_SIZE,
+ _ACCEPTANCE_RATE, _DIVERGING, _REACHED_MAX, _DIVERGENCE_SLOT) = range(len(STAT_NAMES))
+
+#: Entries of ``int_settings``, in order.
+INT_SETTINGS = ("draws", "tune", "algorithm", "num_steps", "max_treedepth",
+                "adapt_step_size", "adapt_metric", "init_step_size",
+                "window_first", "window_last")
+ALGORITHM_NUTS, ALGORITHM_HMC = 0, 1
+
+CHAIN_OK = 0
+CHAIN_INTERRUPTED = 1
+CHAIN_STEP_SIZE_TOO_LARGE = 2
+CHAIN_STEP_SIZE_TOO_SMALL = 3
+CHAIN_METRIC_NOT_FINITE = 4
+
+# progress[0]: iterations done; progress[1]: divergences after warmup;
+# progress[2]: set non-zero by Python to ask the chain to stop.
+_DONE, _DIVERGENCES, _STOP = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _step_size_status(status):
+    return CHAIN_STEP_SIZE_TOO_LARGE if status == 1 else CHAIN_STEP_SIZE_TOO_SMALL
+
+
+def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rng,
+              inv_metric, draws_out, stats_out, divergence_points, progress, result):
+    """Run one chain: ``tune`` warmup transitions then ``draws`` kept draws.
+
+    Parameters
+    ----------
+    logp_grad : compiled ``(x, grad) -> float``
+    position : float64 (dim,)
+        Initial point with a finite log density; holds the last draw on return.
+    int_settings : int64 array, entries named by ``INT_SETTINGS``
+    float_settings : float64 array ``[step_size, target_accept]``
+    window_ends : int64 array
+        Warmup iterations that end a metric window (``window_schedule``).
+    rng : numpy.random.Generator
+        The chain's own stream; every random number comes from it.
+    inv_metric : float64 (1, dim) or (dim, dim)
+        Initial inverse metric; holds the adapted one on return.
+    draws_out : float64 (draws, dim)
+    stats_out : float64 (tune + draws, len(STAT_NAMES))
+    divergence_points : float64 (capacity, dim)
+        Where the first ``capacity`` post-warmup divergent trajectories blew up.
+    progress : int64 (3,)
+    result : float64 (2,)
+        On return: the step size after warmup and the number of gradient evaluations.
+
+    Returns
+    -------
+    int
+        CHAIN_OK, CHAIN_INTERRUPTED (stopped on request, ``progress[0]`` iterations
+        done) or an error code for the step-size heuristic or metric estimate.
+    """
+    draws, tune = int_settings[0], int_settings[1]
+    algorithm, num_steps, max_treedepth = int_settings[2], int_settings[3], int_settings[4]
+    adapt_step_size = int_settings[5] != 0
+    adapt_metric = int_settings[6] != 0
+    init_step_size = int_settings[7] != 0
+    window_first, window_last = int_settings[8], int_settings[9]
+    step_size, target_accept = float_settings[0], float_settings[1]
+    dim = position.shape[0]
+
+    q = position
+    grad = np.empty(dim)
+    logp = logp_grad(q, grad)
+    n_gradient_evals = 1
+    metric_factor = np.empty_like(inv_metric)
+    if not metric_factor_from_inv_metric(inv_metric, metric_factor):
+        return CHAIN_METRIC_NOT_FINITE
+    nuts_space = (np.zeros((8, dim)), np.zeros((2, dim)), np.zeros((4, dim)),
+                  np.zeros((5, max(max_treedepth, 1), dim)), np.full(dim, np.nan))
+    hmc_space = (np.zeros((4, dim)), nuts_space[4])
+    scratch = np.zeros((4, dim))
+    divergence_point = nuts_space[4]
+    welford_count = np.zeros(1)
+    welford_mean = np.zeros(dim)
+    welford_m2 = np.zeros_like(inv_metric)
+    dual_averaging = np.zeros(4)
+
+    if init_step_size:
+        step_size, status, evals = find_reasonable_step_size(
+            logp_grad, q, grad, logp, step_size, inv_metric, metric_factor, rng, scratch)
+        n_gradient_evals += evals
+        if status != STEP_SIZE_OK:
+            result[0] = step_size
+            result[1] = n_gradient_evals
+            return _step_size_status(status)
+    dual_averaging_restart(dual_averaging, step_size)
+
+    next_window = 0
+    n_divergence_slots = divergence_points.shape[0]
+    n_stored_divergences = 0
+    for iteration in range(tune + draws):
+        if progress[_STOP] != 0:
+            result[0] = step_size
+            result[1] = n_gradient_evals
+            return CHAIN_INTERRUPTED
+        if algorithm == ALGORITHM_NUTS:
+            transition = nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric,
+                                         metric_factor, max_treedepth, rng, nuts_space)
+        else:
+            transition = hmc_transition(logp_grad, q, grad, logp, step_size, inv_metric,
+                                        metric_factor, num_steps, rng, hmc_space)
+        (logp, energy, energy_error, max_energy_error, tree_depth, n_steps,
+         acceptance_rate, diverging, reached_max_treedepth) = transition
+        n_gradient_evals += n_steps
+
+        stats = stats_out[iteration]
+        stats[_LP] = logp
+        stats[_ENERGY] = energy
+        stats[_ENERGY_ERROR] = energy_error
+        stats[_MAX_ENERGY_ERROR] = max_energy_error
+        stats[_TREE_DEPTH] = tree_depth
+        stats[_N_STEPS] = n_steps
+        stats[_STEP_SIZE] = step_size
+        stats[_ACCEPTANCE_RATE] = acceptance_rate
+        stats[_DIVERGING] = 1.0 if diverging else 0.0
+        stats[_REACHED_MAX] = 1.0 if reached_max_treedepth else 0.0
+        stats[_DIVERGENCE_SLOT] = -1.0
+
+        if iteration < tune:
+            if adapt_step_size:
+                step_size = dual_averaging_update(
+                    dual_averaging, acceptance_rate, target_accept,
+                    DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
+            if adapt_metric and window_first <= iteration <= window_last:
+                welford_add(welford_count, welford_mean, welford_m2, q)
+            if adapt_metric and next_window < window_ends.shape[0] \
+                    and iteration == window_ends[next_window]:
+                next_window += 1
+                if not welford_regularized_variance(welford_count, welford_mean,
+                                                    welford_m2, inv_metric):
+                    return CHAIN_METRIC_NOT_FINITE
+                if not metric_factor_from_inv_metric(inv_metric, metric_factor):
+                    return CHAIN_METRIC_NOT_FINITE
+                step_size, status, evals = find_reasonable_step_size(
+                    logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
+                    rng, scratch)
+                n_gradient_evals += evals
+                if status != STEP_SIZE_OK:
+                    result[0] = step_size
+                    result[1] = n_gradient_evals
+                    return _step_size_status(status)
+                dual_averaging_restart(dual_averaging, step_size)
+            if iteration == tune - 1 and adapt_step_size:
+                step_size = dual_averaging_final(dual_averaging)
+        else:
+            draw = iteration - tune
+            draws_out[draw, :] = q
+            if diverging:
+                progress[_DIVERGENCES] += 1
+                if n_stored_divergences < n_divergence_slots:
+                    divergence_points[n_stored_divergences, :] = divergence_point
+                    stats[_DIVERGENCE_SLOT] = n_stored_divergences
+                    n_stored_divergences += 1
+        progress[_DONE] = iteration + 1
+
+    result[0] = step_size
+    result[1] = n_gradient_evals
+    return CHAIN_OK
+
+
+_GENERATOR_TYPE = types.NumPyRandomGeneratorType("NumPyRandomGeneratorType")
+RUN_CHAIN_SIGNATURE = types.int64(
+    LOGP_GRAD_TYPE, types.float64[::1], types.int64[::1], types.float64[::1],
+    types.int64[::1], _GENERATOR_TYPE, types.float64[:, ::1], types.float64[:, ::1],
+    types.float64[:, ::1], types.float64[:, ::1], types.int64[::1], types.float64[::1])
+
+_compiled = []
+
+
+def compiled_run_chain():
+    """The compiled chain loop, built on first use and cached on disk by numba.
+
+    Compiling lazily keeps ``import uturn`` fast; ``cache=True`` means only the
+    first process on a machine pays the compile, later ones load it.
+    """
+    if not _compiled:
+        _compiled.append(njit(RUN_CHAIN_SIGNATURE, cache=True, nogil=True)(run_chain))
+    return _compiled[0]

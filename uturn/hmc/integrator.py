@@ -1,0 +1,142 @@
+"""Leapfrog integration of Hamiltonian dynamics with a Euclidean metric.
+
+The Hamiltonian is ``H(q, p) = -log pi(q) + K(p)`` with ``K(p) = p' M^{-1} p / 2``.
+The inverse metric ``M^{-1}`` is carried as a 2-D array ``inv_metric``:
+
+* shape ``(1, dim)``: diagonal, ``M^{-1} = diag(inv_metric[0])`` (the unit metric is
+  all ones);
+* shape ``(dim, dim)``: dense.
+
+For ``dim == 1`` both forms are the same number. Momentum draws need a factor ``A``
+with ``A A' = M`` (``metric_factor``, same shape convention): for a diagonal metric
+``A = diag(1 / sqrt(inv_metric))``; for a dense one ``A = L^{-T}`` where
+``M^{-1} = L L'`` (Cholesky), which is upper triangular.
+
+Every function here works in place on preallocated arrays and allocates nothing:
+they run at every leapfrog step.
+
+References
+----------
+Neal, R. M. (2011). MCMC using Hamiltonian dynamics. Handbook of MCMC, ch. 5,
+    eq. (5.18)-(5.20) (the leapfrog method).
+Betancourt, M. (2017). A Conceptual Introduction to Hamiltonian Monte Carlo.
+    arXiv:1701.02434, section 4 and appendix A.
+"""
+import numpy as np
+from numba import njit
+
+__all__ = ["velocity", "kinetic_energy", "draw_momentum", "leapfrog",
+           "metric_factor_from_inv_metric"]
+
+
+@njit(cache=True, nogil=True)
+def velocity(inv_metric, p, p_sharp):
+    """Write ``p_sharp = dK/dp = M^{-1} p`` (Betancourt 2017, "p-sharp")."""
+    dim = p.shape[0]
+    if inv_metric.shape[0] == 1:
+        for i in range(dim):
+            p_sharp[i] = inv_metric[0, i] * p[i]
+    else:
+        for i in range(dim):
+            total = 0.0
+            for j in range(dim):
+                total += inv_metric[i, j] * p[j]
+            p_sharp[i] = total
+
+
+@njit(cache=True, nogil=True)
+def kinetic_energy(p, p_sharp):
+    """``K(p) = p' M^{-1} p / 2``, from the momentum and its velocity ``M^{-1} p``."""
+    total = 0.0
+    for i in range(p.shape[0]):
+        total += p[i] * p_sharp[i]
+    return 0.5 * total
+
+
+@njit(cache=True, nogil=True)
+def draw_momentum(rng, metric_factor, p):
+    """Draw ``p ~ N(0, M)`` into ``p`` as ``A u`` with ``u ~ N(0, I)`` and ``A A' = M``.
+
+    A dense ``A`` is upper triangular, so ``p_i = sum_{j >= i} A_ij u_j`` can be
+    formed in place by visiting ``i`` in increasing order.
+    """
+    dim = p.shape[0]
+    for i in range(dim):
+        p[i] = rng.standard_normal()
+    if metric_factor.shape[0] == 1:
+        for i in range(dim):
+            p[i] *= metric_factor[0, i]
+    else:
+        for i in range(dim):
+            total = 0.0
+            for j in range(i, dim):
+                total += metric_factor[i, j] * p[j]
+            p[i] = total
+
+
+@njit(cache=True, nogil=True)
+def leapfrog(logp_grad, q, p, grad, p_sharp, step_size, inv_metric):
+    """One leapfrog step of size ``step_size`` (negative integrates backward in time).
+
+    ``p <- p + (eps/2) grad log pi(q);  q <- q + eps M^{-1} p;
+    p <- p + (eps/2) grad log pi(q)``, updating ``q``, ``p``, ``grad`` (the gradient
+    of the log density at ``q``) and ``p_sharp = M^{-1} p`` in place.
+
+    Returns
+    -------
+    float
+        The log density at the new ``q``. A non-finite gradient makes ``p`` and so
+        the kinetic energy non-finite, which the caller sees as a divergence.
+    """
+    half_step = 0.5 * step_size
+    dim = q.shape[0]
+    for i in range(dim):
+        p[i] += half_step * grad[i]
+    velocity(inv_metric, p, p_sharp)
+    for i in range(dim):
+        q[i] += step_size * p_sharp[i]
+    logp = logp_grad(q, grad)
+    for i in range(dim):
+        p[i] += half_step * grad[i]
+    velocity(inv_metric, p, p_sharp)
+    return logp
+
+
+@njit(cache=True, nogil=True)
+def metric_factor_from_inv_metric(inv_metric, metric_factor):
+    """Fill ``metric_factor`` (``A`` with ``A A' = M``) from ``inv_metric``.
+
+    Returns False if the inverse metric is not positive definite.
+    """
+    if inv_metric.shape[0] == 1:
+        for i in range(inv_metric.shape[1]):
+            if not inv_metric[0, i] > 0.0 or not np.isfinite(inv_metric[0, i]):
+                return False
+            metric_factor[0, i] = 1.0 / np.sqrt(inv_metric[0, i])
+        return True
+    dim = inv_metric.shape[0]
+    if not np.all(np.isfinite(inv_metric)):
+        return False
+    # Cholesky by hand: numba's np.linalg.cholesky raises on failure, and a
+    # raise inside the chain loop would lose the whole run instead of reporting it.
+    lower = np.zeros((dim, dim))
+    for j in range(dim):
+        diagonal = inv_metric[j, j]
+        for k in range(j):
+            diagonal -= lower[j, k] * lower[j, k]
+        if not diagonal > 0.0:
+            return False
+        lower[j, j] = np.sqrt(diagonal)
+        for i in range(j + 1, dim):
+            total = inv_metric[i, j]
+            for k in range(j):
+                total -= lower[i, k] * lower[j, k]
+            lower[i, j] = total / lower[j, j]
+    # A = L^{-T}: solve L X = I column by column (X = L^{-1} lower triangular), then transpose.
+    for column in range(dim):
+        for i in range(dim):
+            total = 1.0 if i == column else 0.0
+            for k in range(column, i):
+                total -= lower[i, k] * metric_factor[column, k]
+            metric_factor[column, i] = total / lower[i, i] if i >= column else 0.0
+    return True
