@@ -13,6 +13,9 @@ every warmup transition, and the metric is re-estimated at the end of each
 window of :func:`uturn.hmc.adaptation.window_schedule`, after which the step size is
 re-initialised and dual averaging restarted. Warmup ends with ``exp(x_bar)``.
 """
+import hashlib
+import os
+
 import numpy as np
 from numba import njit, types
 
@@ -208,12 +211,48 @@ RUN_CHAIN_SIGNATURE = types.int64(
 _compiled = []
 
 
+def _sources_digest():
+    """A digest of every module the chain loop is compiled from."""
+    digest = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as source:
+                digest.update(source.read())
+    return digest.hexdigest()[:16]
+
+
+def _drop_stale_cache(dispatcher):
+    """Numba keys its disk cache on this file's timestamp only, so an edit to
+    nuts.py or integrator.py would silently keep serving the old compiled loop.
+    Keep a stamp of all hmc/ sources beside the cache and flush it on mismatch."""
+    try:
+        cache_path = dispatcher._cache._cache_path
+        stamp = os.path.join(cache_path, f"uturn-hmc-sources-{_sources_digest()}.stamp")
+        if os.path.exists(stamp):
+            return
+        dispatcher._cache.flush()
+        for name in os.listdir(cache_path):
+            if name.startswith("uturn-hmc-sources-"):
+                os.remove(os.path.join(cache_path, name))
+        with open(stamp, "w"):
+            pass
+    except (AttributeError, OSError):  # a numba without these internals, or a read-only cache
+        pass
+
+
 def compiled_run_chain():
     """The compiled chain loop, built on first use and cached on disk by numba.
 
     Compiling lazily keeps ``import uturn`` fast; ``cache=True`` means only the
-    first process on a machine pays the compile, later ones load it.
+    first process on a machine pays the compile, later ones load it. It accepts
+    only ``RUN_CHAIN_SIGNATURE``, so a model's function is converted to the
+    first-class function type instead of specialising the loop.
     """
     if not _compiled:
-        _compiled.append(njit(RUN_CHAIN_SIGNATURE, cache=True, nogil=True)(run_chain))
+        dispatcher = njit(cache=True, nogil=True)(run_chain)
+        _drop_stale_cache(dispatcher)
+        dispatcher.compile(RUN_CHAIN_SIGNATURE.args)
+        dispatcher.disable_compile()
+        _compiled.append(dispatcher)
     return _compiled[0]
