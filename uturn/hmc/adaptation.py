@@ -168,9 +168,17 @@ def welford_regularized_variance(count, mean, m2, inv_metric):
 
     ``var <- (n / (n + 5)) var + 1e-3 (5 / (n + 5))`` on the diagonal (Stan's
     var_adaptation and covar_adaptation): shrinks towards a small multiple of the
-    identity when few draws are available. Returns False if it is not finite.
+    identity when few draws are available. With fewer than two draws ``inv_metric``
+    is left unchanged. Returns False if the estimate is not finite.
     """
     n = count[0]
+    if n < 2.0:
+        # Stan's schedule can end with a one-draw window (e.g. 151 warmup iterations);
+        # there is no variance to estimate, so keep the metric as it is.
+        count[0] = 0.0
+        mean[:] = 0.0
+        m2[:] = 0.0
+        return True
     weight = n / (n + 5.0)
     shrink = 1e-3 * 5.0 / (n + 5.0)
     finite = True

@@ -1,0 +1,336 @@
+"""uturn.sample end to end: correctness on analytic Gaussians, divergences,
+reproducibility, and every bad input rejected before work starts."""
+import time
+import warnings
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import uturn
+from uturn.diagnostics.mcse import mcse_mean
+from uturn.models.gaussian import dense_gaussian, diagonal_gaussian, iid_gaussian
+
+from _targets import funnel, half_normal_wall, nan_everywhere, standard_normal
+
+
+def quiet_sample(*args, **kwargs):
+    """Sample with the end-of-run convergence warnings silenced (tests assert on numbers)."""
+    kwargs.setdefault("progress", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return uturn.sample(*args, **kwargs)
+
+
+def assert_moments_match(fit, model, n_mcse=5.0):
+    """Means within n MCSE; variances within n MCSE of the squared-deviation mean."""
+    x = fit.unconstrained
+    for i in range(model.dim):
+        xi = x[:, :, i]
+        assert abs(xi.mean() - model.mean[i]) < n_mcse * mcse_mean(xi), f"mean of {i}"
+        squared = (xi - model.mean[i]) ** 2
+        assert abs(squared.mean() - model.cov[i, i]) < n_mcse * mcse_mean(squared), f"var of {i}"
+
+
+# ---------------------------------------------------------------- statistical correctness
+
+@st.composite
+def gaussian_targets(draw):
+    dim = draw(st.integers(1, 50))
+    seed = draw(st.integers(0, 2**32 - 1))
+    correlated = draw(st.booleans()) and dim > 1
+    rng = np.random.default_rng(seed)
+    log_scales = rng.uniform(np.log(1e-2), np.log(1e2), dim)
+    scales = np.exp(log_scales)
+    mean = rng.uniform(-10, 10, dim) * scales
+    if not correlated:
+        return diagonal_gaussian(mean, scales), "diag"
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    corr = (q * np.geomspace(1, 20, dim)) @ q.T
+    d = np.sqrt(np.diag(corr))
+    cov = corr / np.outer(d, d) * np.outer(scales, scales)
+    return dense_gaussian(mean, 0.5 * (cov + cov.T)), "dense"
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(target=gaussian_targets(), seed=st.integers(0, 2**31))
+def test_full_runs_recover_gaussian_moments(target, seed):
+    model, metric = target
+    fit = quiet_sample(model, seed=seed, metric=metric)
+    assert fit.num_divergences == 0
+    assert_moments_match(fit, model)
+    # Dual averaging adapts the mean acceptance statistic towards 0.8 during warmup;
+    # the final step (the average iterate) is a little smaller, so it sits above.
+    acceptance = fit.stats["acceptance_rate"].mean()
+    assert 0.75 < acceptance < 0.97
+    warm = fit.warmup_stats["acceptance_rate"][:, -50:].mean()
+    assert abs(warm - 0.8) < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target_accept", [0.65, 0.95])
+def test_acceptance_follows_target_accept(target_accept):
+    model = iid_gaussian(20)
+    fit = quiet_sample(model, seed=5, target_accept=target_accept)
+    assert abs(fit.warmup_stats["acceptance_rate"][:, -50:].mean() - target_accept) < 0.08
+    assert fit.stats["acceptance_rate"].mean() > target_accept - 0.05
+
+
+@pytest.mark.slow
+def test_dense_metric_learns_the_covariance():
+    rng = np.random.default_rng(7)
+    model = uturn.models.gaussian.random_correlated_gaussian(8, rng, 0.1, 10.0, 0.99)
+    fit = quiet_sample(model, seed=8, metric="dense")
+    assert_moments_match(fit, model)
+    # The adapted inverse metric estimates the covariance: compare correlations.
+    inv_metric = fit.inv_metric[0]
+    d = np.sqrt(np.diag(inv_metric))
+    estimated = inv_metric / np.outer(d, d)
+    true = model.cov / np.outer(model.sd, model.sd)
+    assert np.max(np.abs(estimated - true)) < 0.1
+    assert np.all(np.abs(np.log(d / model.sd)) < 0.3)
+
+
+@pytest.mark.slow
+def test_static_hmc_recovers_moments():
+    model = diagonal_gaussian([1.0, -2.0, 3.0], [0.5, 1.0, 2.0])
+    fit = quiet_sample(model, seed=9, algorithm="hmc", num_steps=10)
+    assert fit.num_divergences == 0
+    assert_moments_match(fit, model)
+    assert np.all(fit.stats["n_steps"] == 10) and np.all(fit.stats["tree_depth"] == 0)
+
+
+def test_short_warmup_still_samples():
+    model = diagonal_gaussian([0.0, 5.0], [1.0, 10.0])
+    fit = quiet_sample(model, draws=2000, tune=60, seed=10)
+    assert_moments_match(fit, model)
+    assert fit.inv_metric[0, 1] > 10  # the 15/75/10 window still learnt the scale
+
+
+def test_tune_below_20_warns_and_keeps_unit_metric():
+    with pytest.warns(UserWarning, match="below 20"):
+        fit = uturn.sample(iid_gaussian(2), draws=50, tune=10, chains=1, seed=1, progress=False)
+    np.testing.assert_array_equal(fit.inv_metric, np.ones((1, 2)))
+
+
+def test_tune_zero_uses_given_step_size_and_unit_metric():
+    fit = quiet_sample(iid_gaussian(3), draws=200, tune=0, chains=2, seed=2, step_size=0.37)
+    assert np.all(fit.stats["step_size"] == 0.37)
+    np.testing.assert_array_equal(fit.inv_metric, np.ones((2, 3)))
+
+
+def test_unit_metric_is_not_adapted():
+    fit = quiet_sample(diagonal_gaussian([0, 0], [1, 30]), draws=200, chains=2, seed=3,
+                       metric="unit")
+    np.testing.assert_array_equal(fit.inv_metric, np.ones((2, 2)))
+
+
+def test_max_treedepth_is_reported_only_when_it_ends_the_tree():
+    fit = quiet_sample(iid_gaussian(50), draws=200, tune=0, chains=2, seed=4,
+                       step_size=0.01, max_treedepth=3)
+    reached = fit.stats["reached_max_treedepth"]
+    assert reached.all()
+    assert np.all(fit.stats["tree_depth"][reached] == 3)
+    fit = quiet_sample(iid_gaussian(2), draws=300, chains=2, seed=4)
+    assert not fit.stats["reached_max_treedepth"].any()
+    assert fit.stats["tree_depth"].max() < 10
+
+
+# ---------------------------------------------------------------------------- divergences
+
+def test_hard_wall_diverges_but_never_yields_nan_or_out_of_support_draws():
+    model = uturn.Model(half_normal_wall, 2)
+    fit = quiet_sample(model, draws=1000, tune=500, seed=5)
+    x = fit.unconstrained
+    assert np.all(np.isfinite(x)) and np.all(x[:, :, 0] <= 1.0)
+    diverging = fit.stats["diverging"]
+    assert diverging.sum() > 0
+    point = fit.stats["divergence_point"]
+    assert point.shape == x.shape
+    assert np.all(np.isfinite(point[diverging])) and np.all(np.isnan(point[~diverging]))
+    # The trajectory blew up beyond the wall, where the density is -inf.
+    assert np.all(point[diverging][:, 0] > 1.0)
+    for name in ("lp", "energy", "step_size", "acceptance_rate"):
+        assert np.all(np.isfinite(fit.stats[name])), name
+    # The wall truncates N(0, 1) at 1: E[x0] = -phi(1) / Phi(1).
+    from scipy import stats
+    truth = -stats.norm.pdf(1) / stats.norm.cdf(1)
+    assert abs(x[:, :, 0].mean() - truth) < 5 * mcse_mean(x[:, :, 0])
+
+
+def test_funnel_records_divergences_and_no_nan():
+    model = uturn.Model(funnel, 10, names=["v"] + [f"x[{i}]" for i in range(9)])
+    fit = quiet_sample(model, seed=6)
+    assert fit.num_divergences > 0
+    assert np.all(np.isfinite(fit.unconstrained))
+    # Divergences happen in the neck: v at divergent draws sits below its typical value.
+    v = fit["v"]
+    assert np.median(v[fit.stats["diverging"]]) < np.median(v)
+    assert np.all(np.isfinite(fit.warmup_stats["step_size"]))
+
+
+def test_nan_everywhere_fails_initialisation_quickly():
+    model = uturn.Model(nan_everywhere, 3)
+    start = time.perf_counter()
+    with pytest.raises(uturn.InitializationError, match="100 tries"):
+        uturn.sample(model, seed=1, progress=False)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_init_with_infinite_density_is_rejected_naming_init():
+    model = uturn.Model(half_normal_wall, 2)
+    with pytest.raises(ValueError, match="init"):
+        uturn.sample(model, init=np.array([2.0, 0.0]), progress=False)
+
+
+def test_improper_posterior_is_reported():
+    @numba.njit
+    def flat(x, grad):
+        grad[:] = 0.0
+        return 0.0
+
+    with pytest.raises(uturn.SamplingError, match="improper"):
+        uturn.sample(uturn.Model(flat, 2), seed=1, progress=False)
+
+
+# -------------------------------------------------------------------- reproducibility
+
+def test_results_do_not_depend_on_cores():
+    model = iid_gaussian(5)
+    fits = [quiet_sample(model, draws=300, tune=300, chains=4, seed=11, cores=c)
+            for c in (1, 2, 4)]
+    for other in fits[1:]:
+        np.testing.assert_array_equal(other.unconstrained, fits[0].unconstrained)
+        for name in fits[0].stats:
+            np.testing.assert_array_equal(other.stats[name], fits[0].stats[name])
+    # Chains are independent streams, not copies.
+    assert not np.array_equal(fits[0].unconstrained[0], fits[0].unconstrained[1])
+
+
+def test_seed_none_is_recorded_and_repeatable():
+    model = iid_gaussian(2)
+    first = quiet_sample(model, draws=100, tune=100, chains=2)
+    again = quiet_sample(model, draws=100, tune=100, chains=2, seed=first.seed)
+    np.testing.assert_array_equal(first.unconstrained, again.unconstrained)
+    other = quiet_sample(model, draws=100, tune=100, chains=2)
+    assert other.seed != first.seed
+
+
+def test_user_inputs_are_not_modified():
+    model = iid_gaussian(3)
+    init = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    metric = np.array([1.0, 2.0, 3.0])
+    init_copy, metric_copy = init.copy(), metric.copy()
+    quiet_sample(model, draws=50, tune=50, chains=2, init=init, metric=metric, seed=1)
+    np.testing.assert_array_equal(init, init_copy)
+    np.testing.assert_array_equal(metric, metric_copy)
+
+
+def test_init_sets_the_starting_point():
+    fit = quiet_sample(iid_gaussian(2), draws=1, tune=0, chains=2, seed=1, step_size=1e-8,
+                       init=np.array([[3.0, 3.0], [-3.0, -3.0]]))
+    np.testing.assert_allclose(fit.unconstrained[:, 0], [[3, 3], [-3, -3]], atol=1e-4)
+
+
+def test_fit_contents_and_repr():
+    model = uturn.Model(standard_normal, 2, names=["a", "b[0]"])
+    fit = quiet_sample(model, draws=100, tune=100, chains=3, seed=1)
+    assert fit.unconstrained.shape == (3, 100, 2)
+    assert set(fit.posterior) == {"a", "b"} and fit["b"].shape == (3, 100, 1)
+    expected = {"diverging", "energy", "energy_error", "max_energy_error", "lp", "tree_depth",
+                "n_steps", "step_size", "acceptance_rate", "reached_max_treedepth",
+                "divergence_point"}
+    assert set(fit.stats) == expected
+    assert fit.stats["diverging"].dtype == bool and fit.stats["tree_depth"].dtype.kind == "i"
+    assert fit.warmup_stats["lp"].shape == (3, 100)
+    # lp is the log density at the draw.
+    grad = np.empty(2)
+    assert fit.stats["lp"][1, 7] == pytest.approx(
+        standard_normal(fit.unconstrained[1, 7].copy(), grad))
+    assert np.all(fit.n_gradient_evals >= fit.stats["n_steps"].sum(axis=1))
+    text = repr(fit)
+    assert "3 chains" in text and "100 draws" in text and "divergences" in text
+    assert "gradient evaluations" in text
+
+
+# ------------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(draws=-1), ValueError, "draws"),
+    (dict(draws=0), ValueError, "draws"),
+    (dict(draws=10.5), TypeError, "draws"),
+    (dict(draws=True), TypeError, "draws"),
+    (dict(tune=-5), ValueError, "tune"),
+    (dict(tune="100"), TypeError, "tune"),
+    (dict(chains=0), ValueError, "chains"),
+    (dict(target_accept=1.0), ValueError, "target_accept"),
+    (dict(target_accept=0.0), ValueError, "target_accept"),
+    (dict(target_accept="high"), TypeError, "target_accept"),
+    (dict(metric="full"), ValueError, "metric"),
+    (dict(metric=np.ones(3)), ValueError, "metric"),
+    (dict(metric=np.array([1.0, -1.0])), ValueError, "metric"),
+    (dict(metric=np.array([[1.0, 2.0], [2.0, 1.0]])), ValueError, "positive definite"),
+    (dict(algorithm="mala"), ValueError, "algorithm"),
+    (dict(algorithm="hmc"), ValueError, "num_steps"),
+    (dict(algorithm="hmc", num_steps=0), ValueError, "num_steps"),
+    (dict(num_steps=10), ValueError, "num_steps"),
+    (dict(max_treedepth=0), ValueError, "max_treedepth"),
+    (dict(max_treedepth=64), ValueError, "max_treedepth"),
+    (dict(step_size=-0.1), ValueError, "step_size"),
+    (dict(step_size=np.inf), ValueError, "step_size"),
+    (dict(init=np.zeros(3)), ValueError, "init"),
+    (dict(init=np.zeros((3, 2))), ValueError, "init"),
+    (dict(init=np.array([np.nan, 0.0])), ValueError, "init"),
+    (dict(cores=0), ValueError, "cores"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(seed="abc"), TypeError, "seed"),
+    (dict(progress="yes"), TypeError, "progress"),
+])
+def test_bad_arguments_are_rejected_before_sampling(kwargs, error, match):
+    model = iid_gaussian(2)
+    with pytest.raises(error, match=match):
+        uturn.sample(model, **kwargs)
+
+
+def test_model_argument_must_be_a_model():
+    with pytest.raises(TypeError, match="model"):
+        uturn.sample(standard_normal)
+
+
+def test_model_rejects_bad_logp_grad_and_dim():
+    with pytest.raises(TypeError, match="numba.njit"):
+        uturn.Model(lambda x, grad: 0.0, 2)
+
+    @numba.njit
+    def wrong_arity(x):
+        return 0.0
+
+    with pytest.raises(TypeError, match="could not be compiled"):
+        uturn.Model(wrong_arity, 2)
+
+    @numba.njit
+    def returns_array(x, grad):
+        return x
+
+    with pytest.raises(TypeError, match="return a float"):
+        uturn.Model(returns_array, 2)
+    with pytest.raises(ValueError, match="dim"):
+        uturn.Model(standard_normal, 0)
+    with pytest.raises(TypeError, match="dim"):
+        uturn.Model(standard_normal, 2.5)
+    with pytest.raises(ValueError, match="names"):
+        uturn.Model(standard_normal, 2, names=["a"])
+
+
+def test_cfunc_models_work():
+    from uturn.model import LOGP_GRAD_SIGNATURE
+
+    @numba.cfunc(LOGP_GRAD_SIGNATURE)
+    def logp_grad(x, grad):
+        grad[0] = -x[0]
+        return -0.5 * x[0] * x[0]
+
+    fit = quiet_sample(uturn.Model(logp_grad, 1), draws=500, tune=200, chains=2, seed=3)
+    assert abs(fit.unconstrained.mean()) < 5 * mcse_mean(fit.unconstrained[:, :, 0])
