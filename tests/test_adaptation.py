@@ -101,8 +101,9 @@ def _log_acceptance(q, step, inv_metric, factor, rng):
     draw_momentum(rng, factor, p)
     velocity(inv_metric, p, ps)
     H0 = -smooth_anisotropic(q.copy(), grad) + kinetic_energy(p, ps)
-    lp1 = leapfrog(smooth_anisotropic, q.copy(), p, grad, ps, step, inv_metric)
-    return H0 - (-lp1 + kinetic_energy(p, ps))
+    lp1, kinetic = leapfrog(smooth_anisotropic, q.copy(), p, grad, ps, step, inv_metric)
+    assert kinetic == pytest.approx(kinetic_energy(p, ps), rel=1e-12)
+    return H0 - (kinetic - lp1)
 
 
 @pytest.mark.parametrize("start", [1e-4, 1.0, 100.0])

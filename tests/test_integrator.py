@@ -26,7 +26,8 @@ def integrate(logp_grad, q, p, step_size, n_steps, inv_metric):
     logp = logp_grad(q, grad)
     p_sharp = np.empty_like(q)
     for _ in range(n_steps):
-        logp = leapfrog(logp_grad, q, p, grad, p_sharp, step_size, inv_metric)
+        logp, kinetic = leapfrog(logp_grad, q, p, grad, p_sharp, step_size, inv_metric)
+        assert kinetic == pytest.approx(0.5 * p @ (p_sharp), rel=1e-12)
     return q, p, logp
 
 

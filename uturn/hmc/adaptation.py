@@ -17,7 +17,7 @@ Stan: src/stan/mcmc/stepsize_adaptation.hpp, windowed_adaptation.hpp,
 import numpy as np
 from numba import njit
 
-from .integrator import draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import JIT_OPTIONS, draw_momentum, kinetic_energy, leapfrog, velocity
 
 __all__ = [
     "DUAL_AVERAGING_GAMMA", "DUAL_AVERAGING_T0", "DUAL_AVERAGING_KAPPA",
@@ -42,7 +42,7 @@ def dual_averaging_state(step_size):
     return state
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def dual_averaging_restart(state, step_size):
     """Restart the averages and set ``mu = log(10 * step_size)`` (Hoffman & Gelman
     2014, section 3.2.1: biasing the iterates towards larger steps)."""
@@ -52,7 +52,7 @@ def dual_averaging_restart(state, step_size):
     state[_X_BAR] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def dual_averaging_update(state, acceptance_rate, target_accept, gamma, t0, kappa):
     """One dual-averaging step (Hoffman & Gelman 2014, eq. 6; Stan's learn_stepsize):
 
@@ -77,7 +77,7 @@ def dual_averaging_update(state, acceptance_rate, target_accept, gamma, t0, kapp
     return np.exp(x)
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def dual_averaging_final(state):
     """The step size used after warmup: ``exp(x_bar)``."""
     return np.exp(state[_X_BAR])
@@ -139,7 +139,7 @@ def welford_state(dim, dense):
     return np.zeros(1), np.zeros(dim), np.zeros((dim, dim) if dense else (1, dim))
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def welford_add(count, mean, m2, x):
     """Add one draw to running mean and (co)variance sums (Welford 1962).
 
@@ -162,7 +162,7 @@ def welford_add(count, mean, m2, x):
             mean[i] += (x[i] - mean[i]) / n
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def welford_regularized_variance(count, mean, m2, inv_metric):
     """Write the regularised (co)variance into ``inv_metric`` and restart the estimator.
 
@@ -202,7 +202,7 @@ def welford_regularized_variance(count, mean, m2, inv_metric):
 STEP_SIZE_OK, STEP_SIZE_TOO_LARGE, STEP_SIZE_TOO_SMALL = 0, 1, 2
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def find_reasonable_step_size(logp_grad, q, grad, logp, step_size, inv_metric,
                               metric_factor, rng, scratch):
     """Stan's step-size initialisation (``base_hmc::init_stepsize``).
@@ -230,9 +230,10 @@ def find_reasonable_step_size(logp_grad, q, grad, logp, step_size, inv_metric,
         for i in range(dim):
             q_new[i] = q[i]
             grad_new[i] = grad[i]
-        logp_new = leapfrog(logp_grad, q_new, p, grad_new, p_sharp, step_size, inv_metric)
+        logp_new, kinetic = leapfrog(logp_grad, q_new, p, grad_new, p_sharp, step_size,
+                                     inv_metric)
         n_evals += 1
-        energy = -logp_new + kinetic_energy(p, p_sharp)
+        energy = kinetic - logp_new
         if np.isnan(energy):
             energy = np.inf
         delta_H = H0 - energy

@@ -25,7 +25,7 @@ from .adaptation import (STEP_SIZE_OK, DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_KAPP
                          dual_averaging_restart, dual_averaging_update,
                          find_reasonable_step_size, welford_add,
                          welford_regularized_variance)
-from .integrator import metric_factor_from_inv_metric
+from .integrator import JIT_OPTIONS, metric_factor_from_inv_metric
 from .nuts import nuts_transition
 from .static import hmc_transition
 
@@ -57,7 +57,7 @@ CHAIN_METRIC_NOT_FINITE = 4
 _DONE, _DIVERGENCES, _STOP = 0, 1, 2
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def _step_size_status(status):
     return CHAIN_STEP_SIZE_TOO_LARGE if status == 1 else CHAIN_STEP_SIZE_TOO_SMALL
 
@@ -250,7 +250,7 @@ def compiled_run_chain():
     first-class function type instead of specialising the loop.
     """
     if not _compiled:
-        dispatcher = njit(cache=True, nogil=True)(run_chain)
+        dispatcher = njit(**JIT_OPTIONS)(run_chain)
         _drop_stale_cache(dispatcher)
         dispatcher.compile(RUN_CHAIN_SIGNATURE.args)
         dispatcher.disable_compile()

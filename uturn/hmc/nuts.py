@@ -41,7 +41,7 @@ Stan: src/stan/mcmc/hmc/nuts/base_nuts.hpp (transition and build_tree).
 import numpy as np
 from numba import njit
 
-from .integrator import draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import JIT_OPTIONS, draw_momentum, kinetic_energy, leapfrog, velocity
 
 __all__ = ["nuts_workspace", "nuts_transition", "MAX_ENERGY_ERROR",
            "VALID", "TURNING", "DIVERGENT"]
@@ -69,7 +69,7 @@ def nuts_workspace(dim, max_treedepth):
             np.zeros((5, levels, dim)), np.full(dim, np.nan))
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def _logaddexp(a, b):
     if a == -np.inf:
         return b
@@ -80,7 +80,7 @@ def _logaddexp(a, b):
     return b + np.log1p(np.exp(a - b))
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def _no_u_turn(p_sharp_minus, p_sharp_plus, rho, rho_extra):
     """Generalized no-U-turn criterion over a span whose momentum sum is
     ``rho + rho_extra`` (pass ``rho_extra = None`` for just ``rho``), with
@@ -99,7 +99,7 @@ def _no_u_turn(p_sharp_minus, p_sharp_plus, rho, rho_extra):
     return dot_minus > 0.0 and dot_plus > 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                    q, p, grad, p_sharp, proposal, rho_subtree, stack,
                    divergence_point):
@@ -127,8 +127,8 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     max_energy_error = 0.0
     n_leaves = 1 << depth
     for leaf in range(n_leaves):
-        logp = leapfrog(logp_grad, q, p, grad, p_sharp, signed_step, inv_metric)
-        energy = -logp + kinetic_energy(p, p_sharp)
+        logp, kinetic = leapfrog(logp_grad, q, p, grad, p_sharp, signed_step, inv_metric)
+        energy = kinetic - logp
         energy_error = energy - H0
         if np.isnan(energy_error):
             energy_error = np.inf
@@ -197,7 +197,7 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
             sum_metropolis_prob, max_energy_error)
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
                     max_treedepth, rng, workspace):
     """One multinomial NUTS transition from ``q`` (Stan's ``base_nuts::transition``).

@@ -14,7 +14,7 @@ Neal, R. M. (2011). MCMC using Hamiltonian dynamics. Handbook of MCMC, ch. 5.
 import numpy as np
 from numba import njit
 
-from .integrator import draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import JIT_OPTIONS, draw_momentum, kinetic_energy, leapfrog, velocity
 from .nuts import MAX_ENERGY_ERROR
 
 __all__ = ["hmc_workspace", "hmc_transition"]
@@ -25,7 +25,7 @@ def hmc_workspace(dim):
     return np.zeros((4, dim)), np.full(dim, np.nan)
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT_OPTIONS)
 def hmc_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
                    num_steps, rng, workspace):
     """One static-HMC transition from ``q``; ``q`` and ``grad`` are updated in place.
@@ -50,9 +50,10 @@ def hmc_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_facto
     diverging = False
     n_steps = 0
     for _ in range(num_steps):
-        logp_new = leapfrog(logp_grad, q_new, p, grad_new, p_sharp, step_size, inv_metric)
+        logp_new, kinetic = leapfrog(logp_grad, q_new, p, grad_new, p_sharp, step_size,
+                                     inv_metric)
         n_steps += 1
-        energy_error = -logp_new + kinetic_energy(p, p_sharp) - H0
+        energy_error = kinetic - logp_new - H0
         if np.isnan(energy_error):
             energy_error = np.inf
         if not abs(energy_error) <= abs(max_energy_error):

@@ -1,0 +1,165 @@
+"""Sampler overhead: what a NUTS leapfrog step costs beyond the bare gradient,
+whether the hot loop allocates, and how long a fresh process waits for its first draw.
+
+    python benchmarks/overhead.py            # all of it (about a minute)
+    python benchmarks/overhead.py --quick    # fewer repeats
+
+Goals (issue 2): at 100-d a NUTS leapfrog step costs at most 1.5x the bare gradient;
+a fresh process with a warm numba cache reaches its first draw in under 1 s after import.
+Timings on a shared machine are noisy: each figure is the minimum of several repeats,
+and the ratio is taken between numbers measured side by side in the same process.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+
+import numpy as np
+from numba import njit, types
+
+import uturn
+from uturn.model import LOGP_GRAD_TYPE
+from uturn.models.gaussian import dense_gaussian, iid_gaussian
+
+
+@njit(types.float64(LOGP_GRAD_TYPE, types.float64[::1], types.float64[::1], types.int64),
+      nogil=True)
+def _gradient_loop(logp_grad, x, grad, n):
+    """Call the gradient n times through the same first-class function type the sampler uses."""
+    total = 0.0
+    for i in range(n):
+        x[i % x.shape[0]] += 1e-12  # a dependency so no call can be skipped
+        total += logp_grad(x, grad)
+    return total
+
+
+def ns_per_gradient(model, repeats):
+    x = np.random.default_rng(0).standard_normal(model.dim) + model.mean
+    grad = np.empty(model.dim)
+    n = max(20000, int(2e7 / model.dim ** 1.5))
+    _gradient_loop(model.logp_grad, x, grad, 10)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _gradient_loop(model.logp_grad, x, grad, n)
+        best = min(best, (time.perf_counter() - start) / n)
+    return best * 1e9
+
+
+def ns_per_nuts_step(model, dense, repeats):
+    """One chain with the exact metric and a step size tuned by a short warmup, then
+    no warmup: wall time over leapfrog steps."""
+    inv_metric = model.cov if dense else np.diag(model.cov)
+    fit = uturn.sample(model, draws=300, tune=300, chains=1, seed=1, progress=False,
+                       metric=inv_metric)
+    step = float(fit.step_size[0])
+    draws = max(2000, int(2e6 / (model.dim * np.mean(fit.stats["n_steps"]))))
+    best = np.inf
+    for _ in range(repeats):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = uturn.sample(model, draws=draws, tune=0, chains=1, seed=2, progress=False,
+                               metric=inv_metric, step_size=step, init=model.mean)
+        best = min(best, fit.elapsed / fit.n_gradient_evals.sum())
+    return best * 1e9, float(np.mean(fit.stats["n_steps"]))
+
+
+FRESH_PROCESS = textwrap.dedent("""
+    import time
+    start = time.perf_counter()
+    import numba, numpy as np
+    import uturn
+    imported = time.perf_counter()
+
+    @numba.njit
+    def logp_grad(x, grad):
+        total = 0.0
+        for i in range(x.shape[0]):
+            grad[i] = -x[i]
+            total -= 0.5 * x[i] * x[i]
+        return total
+
+    model = uturn.Model(logp_grad, 10)
+    built = time.perf_counter()
+    fit = uturn.sample(model, draws=100, tune=100, chains=4, seed=1, progress=False)
+    done = time.perf_counter()
+    print(f"{imported - start:.3f} {built - imported:.3f} {done - built:.3f} {done - imported:.3f}")
+""")
+
+
+def fresh_process(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return [float(v) for v in out]
+
+
+ALLOCATIONS = textwrap.dedent("""
+    import sys, warnings
+    import numpy as np
+    from numba.core.runtime import rtsys
+    import uturn
+    from uturn.models.gaussian import iid_gaussian
+    model = iid_gaussian(10)
+    warnings.simplefilter("ignore")
+    uturn.sample(model, draws=10, tune=0, chains=1, seed=1, progress=False, step_size=0.5)
+    counts = []
+    for draws in (100, 10000):
+        before = rtsys.get_allocation_stats().alloc
+        uturn.sample(model, draws=draws, tune=draws, chains=1, seed=1, progress=False)
+        counts.append(rtsys.get_allocation_stats().alloc - before)
+    print(*counts)
+""")
+
+
+def allocations_per_run():
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    out = subprocess.run([sys.executable, "-c", ALLOCATIONS], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return [int(v) for v in out]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 7
+
+    rng = np.random.default_rng(42)
+    print("## Cost of a NUTS leapfrog step against the bare gradient\n")
+    print("| target | dim | ns / gradient | ns / NUTS leapfrog step | ratio | mean steps / draw |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for dim in (10, 100):
+        a = rng.standard_normal((dim, dim))
+        cov = a @ a.T / dim + np.eye(dim)
+        for name, model, dense in (("iid N(0, I), diag metric", iid_gaussian(dim), False),
+                                   ("correlated, dense metric",
+                                    dense_gaussian(np.zeros(dim), cov), True)):
+            gradient = ns_per_gradient(model, repeats)
+            step, steps = ns_per_nuts_step(model, dense, repeats)
+            print(f"| {name} | {dim} | {gradient:.0f} | {step:.0f} | {step / gradient:.2f} "
+                  f"| {steps:.1f} |")
+
+    print("\n## Allocations by the compiled chain (numba NRT, NUMBA_NRT_STATS=1)\n")
+    small, large = allocations_per_run()
+    print(f"100 + 100 iterations: {small} allocations; 10,000 + 10,000 iterations: {large} "
+          f"allocations ({'the same: nothing is allocated per iteration' if small == large else 'DIFFERENT: the loop allocates'})")
+
+    print("\n## A fresh process: import, build a model, sample 4 x (100 + 100)\n")
+    print("| numba cache | import uturn (s) | Model() incl. user compile (s) | sample (s) "
+          "| after import to draws (s) |")
+    print("|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as cache:
+        cold = fresh_process(cache)
+        warm = [fresh_process(cache) for _ in range(3 if args.quick else 5)]
+    warm = min(warm, key=lambda row: row[3])
+    for label, row in (("cold (first run on a machine)", cold), ("warm", warm)):
+        print(f"| {label} | {row[0]:.2f} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
