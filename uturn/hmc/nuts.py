@@ -183,16 +183,15 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                         leaf + 1, sum_metropolis_prob, max_energy_error)
             level += 1
         if level < depth:  # the merged span is now a left half waiting at `level`
-            for i in range(dim):
-                if level == 0:
-                    stack_begin_p[0, i] = p[i]
-                    stack_begin_p_sharp[0, i] = p_sharp[i]
-                else:
-                    stack_begin_p[level, i] = stack_begin_p[level - 1, i]
-                    stack_begin_p_sharp[level, i] = stack_begin_p_sharp[level - 1, i]
-                stack_end_p[level, i] = p[i]
-                stack_end_p_sharp[level, i] = p_sharp[i]
-                stack_rho[level, i] = rho_subtree[i]
+            if level == 0:
+                stack_begin_p[0, :] = p
+                stack_begin_p_sharp[0, :] = p_sharp
+            else:
+                stack_begin_p[level, :] = stack_begin_p[level - 1, :]
+                stack_begin_p_sharp[level, :] = stack_begin_p_sharp[level - 1, :]
+            stack_end_p[level, :] = p
+            stack_end_p_sharp[level, :] = p_sharp
+            stack_rho[level, :] = rho_subtree
     return (VALID, log_sum_weight, proposal_logp, proposal_energy, n_leaves,
             sum_metropolis_prob, max_energy_error)
 
