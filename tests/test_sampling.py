@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import uturn
-from uturn.diagnostics.mcse import mcse_mean
+from uturn.diagnostics import mcse_mean
 from uturn.models.gaussian import dense_gaussian, diagonal_gaussian, iid_gaussian
 
 from _targets import funnel, half_normal_wall, nan_everywhere, standard_normal

@@ -129,6 +129,16 @@ class Fit:
         from .diagnostics import checks
         return checks(self, **thresholds)
 
+    def to_arviz(self):
+        """This fit as an ``arviz.InferenceData`` (needs ``pip install uturn[arviz]``)."""
+        from .io import to_arviz
+        return to_arviz(self)
+
+    def save(self, path):
+        """Write this fit to one compressed ``.npz`` file; read it with ``uturn.load``."""
+        from .io import save
+        return save(self, path)
+
     def __repr__(self):
         divergences = self.num_divergences
         total = self.chains * self.draws
