@@ -1,0 +1,552 @@
+"""Post-sampling checks with plain-language advice, like Stan's ``diagnose`` and the
+warnings PyMC prints after sampling.
+
+`checks(fit)` returns a list of `Finding`; `warn(findings)` issues the ones at warning
+severity as `SamplingWarning`. `divergence_locations` says where in parameter space
+divergent transitions happened, the question users ask most.
+
+The fit is duck-typed (see `checks`), so this module never imports the sampler.
+"""
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import binom
+
+from ._common import enough_draws, is_constant, rank_normalize, split_chains
+from .energy import EBFMI_THRESHOLD, ebfmi
+from .ess import _ess_of_chains, _ess_tail_of_draws
+from .rhat import _potential_scale_reduction, _rhat_tail_of_split
+from .summary import _posterior_of, _scalar_components, _selected_names
+
+__all__ = [
+    "Finding",
+    "SamplingWarning",
+    "checks",
+    "warn",
+    "divergence_locations",
+    "WARNING",
+    "INFO",
+]
+
+#: Severity of a finding that calls for action; `warn` issues these.
+WARNING = "warning"
+#: Severity of a finding that is worth knowing but needs no action.
+INFO = "info"
+
+# A divergent-draw location is called concentrated in a tail when the binomial
+# screening test below rejects "divergent draws are spread like all draws" at this level.
+# Draws are autocorrelated, which makes the test optimistic; the small level allows
+# for that.
+_CONCENTRATION_P_VALUE = 1e-3
+_LISTED = 5  # offenders named in a message
+
+
+class SamplingWarning(UserWarning):
+    """A problem found in a finished run (divergences, poor mixing, ...)."""
+
+
+@dataclass
+class Finding:
+    """One result of `checks`.
+
+    Attributes
+    ----------
+    kind : str
+        ``"divergences"``, ``"tree_depth"``, ``"ebfmi"``, ``"rhat"``, ``"ess"``,
+        ``"chains"`` or ``"nonfinite"``.
+    severity : str
+        ``"warning"`` (act on it) or ``"info"``.
+    message : str
+        What was found, with numbers.
+    advice : str
+        What to do about it, in plain language.
+    details : dict
+        Machine-readable numbers behind the message (documented per kind in `checks`).
+    """
+
+    kind: str
+    severity: str
+    message: str
+    advice: str = ""
+    details: dict = field(default_factory=dict)
+
+    def __str__(self):
+        text = f"{self.severity}: {self.message}"
+        return f"{text} {self.advice}" if self.advice else text
+
+
+def _is_log_scale_name(name):
+    """True for names of log-transformed scale parameters: ``log_tau``, ``tau_log__``."""
+    return bool(re.match(r"^log_|^log\(", name) or name.endswith("_log__"))
+
+
+def divergence_locations(unconstrained, diverging, names=None, divergence_point=None):
+    """Where divergent transitions happened, coordinate by coordinate.
+
+    For each unconstrained coordinate, the draws of divergent transitions are compared
+    with all draws: each divergent draw gets its quantile position among all draws
+    (mid-rank / S, in (0, 1)); their median, and the share below the all-draws lower
+    quartile and above the upper quartile, show whether divergences sit in a tail. The
+    tail is called concentrated when more than half the divergent draws lie beyond the
+    quartile and the binomial probability of that many (out of k, at rate 1/4) is below
+    1e-3; draws are autocorrelated, so this is a screening rule, not an exact test.
+
+    Parameters
+    ----------
+    unconstrained : array_like
+        Draws, shape (chains, draws, dim).
+    diverging : array_like of bool
+        Shape (chains, draws): True where the transition diverged.
+    names : sequence of str, optional
+        The dim coordinate names (default ``x[0]``, ``x[1]``, ...).
+    divergence_point : array_like, optional
+        Shape (chains, draws, dim): where each divergent trajectory blew up (NaN for
+        other draws); its range is reported too.
+
+    Returns
+    -------
+    list of dict
+        One dict per coordinate (empty list without divergences) with keys ``name``,
+        ``n_divergent``, ``median_quantile`` (quantile position of the divergent draws'
+        median among all draws), ``share_below_q25``, ``share_above_q75``, ``tail``
+        (``"low"``, ``"high"`` or None), ``p_value`` (of the test for that tail, or of
+        the more extreme tail when none), ``divergent_range``, ``all_range`` and
+        ``divergence_point_range`` ((min, max) tuples; the last None when unknown).
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match.
+    """
+    draws = np.asarray(unconstrained, dtype=np.float64)
+    flags = np.asarray(diverging, dtype=bool)
+    if draws.ndim != 3 or flags.shape != draws.shape[:2]:
+        raise ValueError(
+            "divergence_locations(): unconstrained must have shape (chains, draws, dim) "
+            "and diverging "
+            f"(chains, draws); got {draws.shape} and {flags.shape}"
+        )
+    dim = draws.shape[2]
+    names = [f"x[{j}]" for j in range(dim)] if names is None else [str(n) for n in names]
+    if len(names) != dim:
+        raise ValueError(f"divergence_locations(): {len(names)} names for {dim} coordinates")
+    points = None
+    if divergence_point is not None:
+        points = np.asarray(divergence_point, dtype=np.float64)
+        if points.shape != draws.shape:
+            raise ValueError(
+                f"divergence_locations(): divergence_point has shape {points.shape}, "
+                f"expected {draws.shape}"
+            )
+    n_divergent = int(flags.sum())
+    if n_divergent == 0:
+        return []
+    locations = []
+    for j, name in enumerate(names):
+        all_values = draws[:, :, j].ravel()
+        finite_values = np.sort(all_values[np.isfinite(all_values)])
+        divergent_values = draws[:, :, j][flags]
+        divergent_values = divergent_values[np.isfinite(divergent_values)]
+        size = finite_values.size
+        if size == 0 or divergent_values.size == 0:
+            continue
+        below = np.searchsorted(finite_values, divergent_values, side="left")
+        at_or_below = np.searchsorted(finite_values, divergent_values, side="right")
+        positions = (below + at_or_below) / (2.0 * size)
+        k = positions.size
+        n_low = int(np.count_nonzero(positions < 0.25))
+        n_high = int(np.count_nonzero(positions > 0.75))
+        p_low = float(binom.sf(n_low - 1, k, 0.25))  # P(X >= n_low) for X ~ Bin(k, 1/4)
+        p_high = float(binom.sf(n_high - 1, k, 0.25))
+        median_position = float(np.median(positions))
+        tail = None
+        if n_low > k / 2 and p_low < _CONCENTRATION_P_VALUE:
+            tail = "low"
+        elif n_high > k / 2 and p_high < _CONCENTRATION_P_VALUE:
+            tail = "high"
+        point_range = None
+        if points is not None:
+            blown = points[:, :, j][flags]
+            blown = blown[np.isfinite(blown)]
+            if blown.size:
+                point_range = (float(blown.min()), float(blown.max()))
+        locations.append(
+            {
+                "name": name,
+                "n_divergent": k,
+                "median_quantile": median_position,
+                "share_below_q25": n_low / k,
+                "share_above_q75": n_high / k,
+                "tail": tail,
+                "p_value": (
+                    p_high if tail == "high" else (p_low if tail == "low" else min(p_low, p_high))
+                ),
+                "divergent_range": (float(divergent_values.min()), float(divergent_values.max())),
+                "all_range": (float(finite_values[0]), float(finite_values[-1])),
+                "divergence_point_range": point_range,
+            }
+        )
+    return locations
+
+
+def _ordinal_percent(position):
+    percent = max(1, min(99, int(round(100 * position))))
+    suffix = (
+        "th" if 10 <= percent % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(percent % 10, "th")
+    )
+    return f"{percent}{suffix} percentile"
+
+
+def _check_divergences(fit, stats, settings):
+    if "diverging" not in stats:
+        return []
+    flags = np.asarray(stats["diverging"], dtype=bool)
+    count, total = int(flags.sum()), int(flags.size)
+    if count == 0:
+        return []
+    per_chain = (
+        flags.reshape(flags.shape[0], -1).sum(axis=1) if flags.ndim >= 1 else np.array([count])
+    )
+    message = (
+        f"{count} of {total} post-warmup transitions ({count / total:.1%}) ended with a "
+        f"divergence (per chain: {', '.join(str(int(c)) for c in per_chain)})."
+    )
+    details = {
+        "count": count,
+        "share": count / total,
+        "per_chain": per_chain,
+        "locations": [],
+        "concentrated": [],
+    }
+    unconstrained = getattr(fit, "unconstrained", None)
+    if (
+        unconstrained is not None
+        and np.ndim(unconstrained) == 3
+        and np.shape(unconstrained)[:2] == flags.shape
+    ):
+        names = getattr(fit, "names", None)
+        if names is not None and len(names) != np.shape(unconstrained)[2]:
+            names = None
+        points = stats.get("divergence_point")
+        if points is not None and np.shape(points) != np.shape(unconstrained):
+            points = None  # a malformed stat should not stop the other checks
+        locations = divergence_locations(unconstrained, flags, names, points)
+        concentrated = sorted(
+            (loc for loc in locations if loc["tail"]), key=lambda loc: loc["p_value"]
+        )
+        details["locations"] = locations
+        details["concentrated"] = [loc["name"] for loc in concentrated]
+        for loc in concentrated[:3]:
+            where = "low" if loc["tail"] == "low" else "high"
+            div_lo, div_hi = loc["divergent_range"]
+            all_lo, all_hi = loc["all_range"]
+            message += (
+                f" They concentrate at {where} values of {loc['name']}: the median divergent draw "
+                f"sits at the {_ordinal_percent(loc['median_quantile'])} of all draws "
+                f"(divergent draws span [{div_lo:.3g}, {div_hi:.3g}], "
+                f"all draws [{all_lo:.3g}, {all_hi:.3g}])."
+            )
+        funnel = [
+            loc["name"]
+            for loc in concentrated
+            if loc["tail"] == "low" and _is_log_scale_name(loc["name"])
+        ]
+    else:
+        funnel = []
+    target_accept = settings.get("target_accept")
+    raise_accept = (
+        f"raise target_accept (now {target_accept:g}) towards 0.95 or 0.99"
+        if isinstance(target_accept, (int, float))
+        else "raise target_accept towards 0.95 or 0.99"
+    )
+    if funnel:
+        advice = (
+            "Divergences mean the sampler could not follow the posterior's geometry, so estimates "
+            "can be biased even when R-hat looks fine. Divergences at small values of a log-scale "
+            f"parameter ({', '.join(funnel)}) are the signature of a funnel in a hierarchical "
+            "model: use a non-centered parametrization (theta = mu + tau * z with "
+            "z ~ normal(0, 1) instead "
+            f"of theta ~ normal(mu, tau)), and/or {raise_accept}."
+        )
+    else:
+        advice = (
+            "Divergences mean the sampler could not follow the posterior's geometry, so estimates "
+            f"can be biased even when R-hat looks fine. First {raise_accept} (a smaller step "
+            "size); if divergences remain, reparametrize the model (e.g. non-centered "
+            "hierarchical models). See details['locations'] of this finding, or a pair plot, "
+            "for where they occur."
+        )
+    return [Finding("divergences", WARNING, message, advice, details)]
+
+
+def _check_tree_depth(stats, settings, max_share):
+    if str(settings.get("algorithm", "nuts")).lower() != "nuts":
+        return []
+    max_depth = settings.get("max_treedepth")
+    if "reached_max_treedepth" in stats:
+        reached = np.asarray(stats["reached_max_treedepth"], dtype=bool)
+    elif "tree_depth" in stats and max_depth is not None:
+        # Without the flag, a tree of the maximum depth is the best available proxy
+        # (it may also have ended by a U-turn or divergence at that depth).
+        reached = np.asarray(stats["tree_depth"]) >= max_depth
+    else:
+        return []
+    count, total = int(reached.sum()), int(reached.size)
+    if count == 0:
+        return []
+    share = count / total
+    limit = (
+        f"max_treedepth={max_depth}, i.e. {2 ** int(max_depth)} leapfrog steps"
+        if max_depth is not None
+        else "max_treedepth"
+    )
+    message = (
+        f"{count} of {total} post-warmup transitions ({share:.1%}) stopped at the maximum "
+        "tree depth "
+        f"({limit}) instead of at a U-turn."
+    )
+    details = {"count": count, "share": share, "max_treedepth": max_depth, "threshold": max_share}
+    if share > max_share:
+        bigger = f" (e.g. to {int(max_depth) + 2})" if max_depth is not None else ""
+        advice = (
+            "This costs efficiency, not validity: trajectories are cut short, so the sampler "
+            f"explores slowly. Increase max_treedepth{bigger}, or reparametrize so that the "
+            "posterior's scales are more alike; a very small adapted step size (e.g. from a "
+            "high target_accept) also makes trees deeper."
+        )
+        return [Finding("tree_depth", WARNING, message, advice, details)]
+    advice = f"Below the {max_share:.0%} warning level; no action needed unless the ESS is low."
+    return [Finding("tree_depth", INFO, message, advice, details)]
+
+
+def _check_ebfmi(stats, threshold):
+    if "energy" not in stats:
+        return []
+    try:
+        values = ebfmi(stats["energy"])
+    except ValueError as exc:
+        return [Finding("ebfmi", WARNING, f"E-BFMI could not be computed: {exc}", "", {})]
+    low = np.flatnonzero(values < threshold)
+    if low.size == 0:
+        return []
+    listed = ", ".join(f"chain {i}: {values[i]:.2f}" for i in low)
+    message = f"E-BFMI is below {threshold} in {low.size} of {values.size} chains ({listed})."
+    advice = (
+        "Resampling the momentum moves the sampler between energy levels too slowly for it to "
+        "explore the posterior's tails, as happens with heavy tails or a funnel; estimates may "
+        "be biased. Reparametrize the model (e.g. non-centered for hierarchical models)."
+    )
+    return [
+        Finding(
+            "ebfmi",
+            WARNING,
+            message,
+            advice,
+            {"ebfmi": values, "chains": low, "threshold": threshold},
+        )
+    ]
+
+
+def _convergence_rows(posterior, var_names):
+    """(label, r_hat, ess_bulk, ess_tail, finite) for every scalar of the posterior."""
+    rows = []
+    for name in _selected_names(posterior, var_names):
+        for label, draws in _scalar_components(name, posterior[name]):
+            values = np.ascontiguousarray(draws, dtype=np.float64)
+            if values.size == 0:
+                continue
+            if not np.all(np.isfinite(values)):
+                rows.append((label, np.nan, np.nan, np.nan, False))
+                continue
+            split = split_chains(values)
+            if not enough_draws(split) or is_constant(split):
+                rows.append((label, np.nan, np.nan, np.nan, True))
+                continue
+            scores = rank_normalize(split)
+            bulk, tail = _potential_scale_reduction(scores), _rhat_tail_of_split(split)
+            r_hat = np.nan if np.isnan(bulk) or np.isnan(tail) else max(bulk, tail)
+            rows.append((label, r_hat, _ess_of_chains(scores), _ess_tail_of_draws(values), True))
+    return rows
+
+
+def _check_convergence(rows, n_chains, max_rhat, min_ess_per_chain):
+    findings = []
+    labels = [row[0] for row in rows]
+    r_hat = np.array([row[1] for row in rows], dtype=float)
+    ess_bulk = np.array([row[2] for row in rows], dtype=float)
+    ess_tail = np.array([row[3] for row in rows], dtype=float)
+    with np.errstate(invalid="ignore"):
+        high = np.flatnonzero(r_hat > max_rhat)
+    if high.size:
+        worst = high[np.argsort(-r_hat[high])][:_LISTED]
+        listed = ", ".join(f"{labels[i]} {r_hat[i]:.3f}" for i in worst)
+        message = (
+            f"R-hat is above {max_rhat} for {high.size} of {len(rows)} quantities "
+            f"(worst: {listed})."
+        )
+        advice = (
+            "The chains disagree with each other, so they have not converged to the posterior: "
+            "do not use these draws for inference. Run longer (more tune and draws), look at "
+            "trace or rank plots for stuck chains or several modes, and consider reparametrizing."
+        )
+        details = {"names": [labels[i] for i in high], "r_hat": r_hat[high], "threshold": max_rhat}
+        findings.append(Finding("rhat", WARNING, message, advice, details))
+    threshold = min_ess_per_chain * n_chains
+    with np.errstate(invalid="ignore"):
+        low = np.flatnonzero((ess_bulk < threshold) | (ess_tail < threshold))
+    if low.size:
+        lowest = np.fmin(ess_bulk, ess_tail)
+        worst = low[np.argsort(lowest[low])][:_LISTED]
+        listed = ", ".join(
+            f"{labels[i]} (bulk {ess_bulk[i]:.0f}, tail {ess_tail[i]:.0f})" for i in worst
+        )
+        message = (
+            f"Bulk or tail ESS is below {min_ess_per_chain} per chain ({threshold:.0f} for "
+            f"{n_chains} chain{'s' if n_chains != 1 else ''}) for {low.size} of {len(rows)} "
+            "quantities "
+            f"(lowest: {listed})."
+        )
+        advice = (
+            "With so few effective draws, R-hat, the ESS itself and the posterior intervals are "
+            "unreliable. Run more draws, or reparametrize to reduce autocorrelation."
+        )
+        details = {
+            "names": [labels[i] for i in low],
+            "ess_bulk": ess_bulk[low],
+            "ess_tail": ess_tail[low],
+            "threshold": threshold,
+        }
+        findings.append(Finding("ess", WARNING, message, advice, details))
+    nonfinite = [row[0] for row in rows if not row[4]]
+    if nonfinite:
+        message = (
+            f"{len(nonfinite)} quantities have NaN or infinite draws "
+            f"({', '.join(nonfinite[:_LISTED])}{', ...' if len(nonfinite) > _LISTED else ''}); "
+            "their R-hat and ESS are not computed."
+        )
+        advice = (
+            "Check the model's transforms and generated quantities for overflow or invalid "
+            "operations."
+        )
+        findings.append(Finding("nonfinite", WARNING, message, advice, {"names": nonfinite}))
+    return findings
+
+
+def _chain_count(fit, stats, settings):
+    for array in list(stats.values()) + list((getattr(fit, "posterior", None) or {}).values()):
+        if np.ndim(array) >= 2:
+            return int(np.shape(array)[0])
+    chains = settings.get("chains")
+    return int(chains) if chains is not None else None
+
+
+def checks(
+    fit,
+    *,
+    max_rhat=1.01,
+    min_ess_per_chain=100,
+    min_ebfmi=EBFMI_THRESHOLD,
+    max_treedepth_share=0.05,
+    min_chains=4,
+    var_names=None,
+):
+    """Check a finished run the way Stan's ``diagnose`` and PyMC do, with advice.
+
+    Findings, in this order (each only when it applies):
+
+    - ``divergences`` (warning): count and share of post-warmup transitions that
+      diverged, per chain, and where (`divergence_locations` on the unconstrained draws);
+      when divergences concentrate at small values of a log-scale coordinate (a name like
+      ``log_tau`` or ``tau_log__``), says that this is a funnel and advises a
+      non-centered parametrization or a higher target_accept. details: ``count``,
+      ``share``, ``per_chain``, ``locations``, ``concentrated`` (names).
+    - ``tree_depth`` (NUTS only): share of transitions that stopped at max_treedepth
+      (the ``reached_max_treedepth`` stat; without it, ``tree_depth >= max_treedepth``);
+      a warning above `max_treedepth_share` (5%, as PyMC), info below.
+    - ``ebfmi`` (warning): chains whose E-BFMI is below `min_ebfmi` (0.3).
+    - ``rhat`` (warning): quantities whose rank-normalised R-hat exceeds `max_rhat`.
+    - ``ess`` (warning): quantities whose bulk or tail ESS is below
+      ``min_ess_per_chain * chains``.
+    - ``nonfinite`` (warning): quantities with NaN or infinite draws.
+    - ``chains`` (info): fewer than `min_chains` chains.
+
+    R-hat and ESS are computed for every scalar of ``fit.posterior`` (constant
+    quantities, whose R-hat is NaN, are not flagged).
+
+    Parameters
+    ----------
+    fit : object
+        Duck-typed. Uses, when present: ``fit.posterior`` (dict name -> array (chains,
+        draws, *shape)); ``fit.unconstrained`` (chains, draws, dim) and ``fit.names``
+        (dim coordinate names); ``fit.stats`` (dict of (chains, draws) arrays:
+        ``diverging``, ``energy``, ``tree_depth``, ``reached_max_treedepth``, and
+        ``divergence_point`` of shape (chains, draws, dim)); ``fit.settings`` (dict with
+        ``max_treedepth``, ``target_accept``, ``chains``, ``algorithm``; tree-depth
+        checks run only for ``"nuts"``, the default when absent).
+    max_rhat : float, default 1.01
+    min_ess_per_chain : float, default 100
+    min_ebfmi : float, default 0.3
+    max_treedepth_share : float, default 0.05
+    min_chains : int, default 4
+    var_names : sequence of str, optional
+        Posterior quantities to check for R-hat and ESS (default all).
+
+    Returns
+    -------
+    list of Finding
+        Empty for a clean run.
+
+    References
+    ----------
+    Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
+    Rank-normalization, folding, and localization: an improved R-hat for assessing
+    convergence of MCMC. Bayesian Analysis 16(2), 667-718.
+    Betancourt, M. (2016). Diagnosing suboptimal cotangent disintegrations in
+    Hamiltonian Monte Carlo. arXiv:1604.00695.
+    Betancourt, M. (2017). A conceptual introduction to Hamiltonian Monte Carlo.
+    arXiv:1701.02434 (divergences).
+    """
+    stats = dict(getattr(fit, "stats", None) or {})
+    settings = dict(getattr(fit, "settings", None) or {})
+    findings = []
+    findings += _check_divergences(fit, stats, settings)
+    findings += _check_tree_depth(stats, settings, max_treedepth_share)
+    findings += _check_ebfmi(stats, min_ebfmi)
+    n_chains = _chain_count(fit, stats, settings)
+    posterior = getattr(fit, "posterior", None)
+    if posterior is not None:
+        rows = _convergence_rows(_posterior_of(fit), var_names)
+        findings += _check_convergence(rows, n_chains or 1, max_rhat, min_ess_per_chain)
+    if n_chains is not None and n_chains < min_chains:
+        message = f"Only {n_chains} chain{'s were' if n_chains != 1 else ' was'} run."
+        advice = (
+            f"Run at least {min_chains} chains: R-hat and ESS diagnose convergence by comparing "
+            "chains, and more chains catch more problems (Vehtari et al. 2021)."
+        )
+        findings.append(
+            Finding(
+                "chains", INFO, message, advice, {"chains": n_chains, "recommended": min_chains}
+            )
+        )
+    return findings
+
+
+def warn(findings, stacklevel=2):
+    """Issue every finding of warning severity as a `SamplingWarning`.
+
+    Parameters
+    ----------
+    findings : iterable of Finding
+        Usually ``checks(fit)``. Info findings are not issued.
+    stacklevel : int, default 2
+        Passed to `warnings.warn`: 2 attributes the warning to the caller of `warn`;
+        a function that calls `warn` on behalf of its own caller (like ``sample()``)
+        passes 3.
+    """
+    for finding in findings:
+        if finding.severity == WARNING:
+            text = f"{finding.message} {finding.advice}".strip()
+            warnings.warn(text, SamplingWarning, stacklevel=stacklevel)
