@@ -10,6 +10,8 @@ from .model import Model  # noqa: E402
 from .fit import Fit  # noqa: E402
 from .sampling import sample, InitializationError, SamplingError  # noqa: E402
 from . import models, diagnostics  # noqa: E402
+from .io import load  # noqa: E402
+from .diagnostics import SamplingWarning  # noqa: E402
 
-__all__ = ["sample", "Model", "Fit", "models", "diagnostics", "InitializationError",
-           "SamplingError", "__version__"]
+__all__ = ["sample", "Model", "Fit", "models", "diagnostics", "load", "SamplingWarning",
+           "InitializationError", "SamplingError", "__version__"]
