@@ -44,7 +44,7 @@ J = 1, and the sd of :math:`\tau` is reported as ``inf`` there.
 import math
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from .hierarchical import _check_data
 
@@ -305,6 +305,8 @@ def exact_posterior(y, sigma, mu_scale=5.0, tau_scale=5.0):
         cell = int(np.searchsorted(cdf_at_edges, probability)) - 1
         low_edge = edges[max(cell - 1, 0)]
         high_edge = edges[min(cell + 2, edges.size - 1)]
+        from scipy import optimize  # imported here: it costs 0.2 s at import
+
         log_tau_quantiles[label] = optimize.brentq(
             lambda s: cdf(s) - probability, low_edge, high_edge,
             xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
