@@ -258,11 +258,14 @@ def _check_divergences(fit, stats, settings):
     else:
         funnel = []
     target_accept = settings.get("target_accept")
-    raise_accept = (
-        f"raise target_accept (now {target_accept:g}) towards 0.95 or 0.99"
-        if isinstance(target_accept, (int, float))
-        else "raise target_accept towards 0.95 or 0.99"
-    )
+    if isinstance(target_accept, (int, float)) and target_accept >= 0.99:
+        # Already as high as is useful: a higher target only shrinks the step further.
+        raise_accept = (f"note that target_accept is already {target_accept:g}, so raising it "
+                        "further will not help")
+    elif isinstance(target_accept, (int, float)):
+        raise_accept = f"raise target_accept (now {target_accept:g}) towards 0.95 or 0.99"
+    else:
+        raise_accept = "raise target_accept towards 0.95 or 0.99"
     if funnel:
         advice = (
             "Divergences mean the sampler could not follow the posterior's geometry, so estimates "
