@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .diagnostics.checks import SamplingWarning, checks, warn
 from .fit import Fit, SampleStats
 from .hmc import chain as _chain
 from .hmc.adaptation import window_schedule
@@ -288,7 +289,7 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
     if adapt_metric and tune < 20:
         warnings.warn(f"tune={tune} is below 20: the metric is not adapted, only the "
                       f"step size. Use tune >= 150 for Stan's full warmup.",
-                      _sampling_warning_class(), stacklevel=2)
+                      SamplingWarning, stacklevel=2)
         adapt_metric = False
     if given_inv_metric is not None:
         initial_inv_metric = given_inv_metric
@@ -371,7 +372,7 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
             raise SamplingError(f"chain {c} stopped with status {status}")
 
     fit = _build_fit(model, outputs, seed_sequence, settings, tune, elapsed)
-    _warn_findings(fit)
+    warn(checks(fit), stacklevel=3)  # at the user's call: what went wrong, as PyMC reports it
     return fit
 
 
@@ -411,19 +412,3 @@ def _build_fit(model, outputs, seed_sequence, settings, tune, elapsed):
                n_gradient_evals=np.array([int(o["result"][1]) for o in outputs]),
                seed=seed, settings=dict(settings, seed=seed), elapsed=elapsed)
 
-
-def _sampling_warning_class():
-    try:
-        from .diagnostics.checks import SamplingWarning
-        return SamplingWarning
-    except ImportError:
-        return UserWarning
-
-
-def _warn_findings(fit):
-    """Issue what ``uturn.diagnostics.checks`` finds as warnings, as PyMC does."""
-    try:
-        from .diagnostics.checks import checks, warn
-    except ImportError:
-        return
-    warn(checks(fit), stacklevel=3)
