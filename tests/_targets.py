@@ -39,11 +39,7 @@ def half_normal_wall(x, grad):
         for i in range(x.shape[0]):
             grad[i] = 0.0
         return -np.inf
-    total = 0.0
-    for i in range(x.shape[0]):
-        grad[i] = -x[i]
-        total -= 0.5 * x[i] * x[i]
-    return total
+    return standard_normal(x, grad)
 
 
 @njit(nogil=True)

@@ -158,7 +158,6 @@ def _figures(rows, exact, out, stream):
         "rank_log_tau_centered.png": plots.plot_rank(centered, ["log_tau"]),
     }
     for name, figure in figures.items():
-        figure = figure if hasattr(figure, "savefig") else figure[0]
         path = os.path.join(out, name)
         figure.savefig(path, dpi=80)
         plt.close(figure)

@@ -144,7 +144,6 @@ class Fit:
         total = self.chains * self.draws
         algorithm = self.settings.get("algorithm", "nuts").upper()
         metric = self.settings.get("metric", "diag")
-        metric = metric if isinstance(metric, str) else "given"
         return (f"Fit({algorithm}, {metric} metric: {self.chains} chains x {self.draws} draws "
                 f"after {self.settings.get('tune', 0)} warmup, dim {self.model.dim}; "
                 f"{divergences} divergences ({100.0 * divergences / max(total, 1):.2g}%); "

@@ -35,13 +35,6 @@ DUAL_AVERAGING_KAPPA = 0.75
 _MU, _T, _S_BAR, _X_BAR = 0, 1, 2, 3
 
 
-def dual_averaging_state(step_size):
-    """A fresh dual-averaging state shrinking towards ``mu = log(10 * step_size)``."""
-    state = np.zeros(4)
-    dual_averaging_restart(state, step_size)
-    return state
-
-
 @njit(**JIT_OPTIONS)
 def dual_averaging_restart(state, step_size):
     """Restart the averages and set ``mu = log(10 * step_size)`` (Hoffman & Gelman
@@ -50,6 +43,14 @@ def dual_averaging_restart(state, step_size):
     state[_T] = 0.0
     state[_S_BAR] = 0.0
     state[_X_BAR] = 0.0
+
+
+@njit(**JIT_OPTIONS)
+def dual_averaging_state(step_size):
+    """A fresh dual-averaging state shrinking towards ``mu = log(10 * step_size)``."""
+    state = np.zeros(4)
+    dual_averaging_restart(state, step_size)
+    return state
 
 
 @njit(**JIT_OPTIONS)
@@ -134,6 +135,7 @@ def window_schedule(num_warmup, init_buffer=75, base_window=25, term_buffer=50):
     return init_buffer, last, np.array(ends, dtype=np.int64)
 
 
+@njit(**JIT_OPTIONS)
 def welford_state(dim, dense):
     """``(count (1,), mean (dim,), m2 (1, dim) or (dim, dim))`` for Welford's algorithm."""
     return np.zeros(1), np.zeros(dim), np.zeros((dim, dim) if dense else (1, dim))

@@ -22,12 +22,12 @@ from numba import njit, types
 from ..model import LOGP_GRAD_TYPE
 from .adaptation import (STEP_SIZE_OK, DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_KAPPA,
                          DUAL_AVERAGING_T0, dual_averaging_final,
-                         dual_averaging_restart, dual_averaging_update,
-                         find_reasonable_step_size, welford_add,
-                         welford_regularized_variance)
+                         dual_averaging_restart, dual_averaging_state,
+                         dual_averaging_update, find_reasonable_step_size, welford_add,
+                         welford_regularized_variance, welford_state)
 from .integrator import JIT_OPTIONS, metric_factor_from_inv_metric
-from .nuts import nuts_transition
-from .static import hmc_transition
+from .nuts import nuts_transition, nuts_workspace
+from .static import hmc_transition, hmc_workspace
 
 __all__ = ["run_chain", "compiled_run_chain", "STAT_NAMES", "INT_SETTINGS",
            "CHAIN_OK", "CHAIN_INTERRUPTED", "CHAIN_STEP_SIZE_TOO_LARGE",
@@ -109,15 +109,11 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
     metric_factor = np.empty_like(inv_metric)
     if not metric_factor_from_inv_metric(inv_metric, metric_factor):
         return CHAIN_METRIC_NOT_FINITE
-    nuts_space = (np.zeros((8, dim)), np.zeros((2, dim)), np.zeros((4, dim)),
-                  np.zeros((5, max(max_treedepth, 1), dim)), np.full(dim, np.nan))
-    hmc_space = (np.zeros((4, dim)), nuts_space[4])
+    nuts_space = nuts_workspace(dim, max_treedepth)
+    hmc_space = hmc_workspace(dim)
+    divergence_point = nuts_space[4] if algorithm == ALGORITHM_NUTS else hmc_space[1]
     scratch = np.zeros((4, dim))
-    divergence_point = nuts_space[4]
-    welford_count = np.zeros(1)
-    welford_mean = np.zeros(dim)
-    welford_m2 = np.zeros_like(inv_metric)
-    dual_averaging = np.zeros(4)
+    welford_count, welford_mean, welford_m2 = welford_state(dim, inv_metric.shape[0] > 1)
 
     if init_step_size:
         step_size, status, evals = find_reasonable_step_size(
@@ -127,7 +123,7 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
             result[0] = step_size
             result[1] = n_gradient_evals
             return _step_size_status(status)
-    dual_averaging_restart(dual_averaging, step_size)
+    dual_averaging = dual_averaging_state(step_size)
 
     next_window = 0
     n_divergence_slots = divergence_points.shape[0]

@@ -52,6 +52,7 @@ MAX_ENERGY_ERROR = 1000.0
 VALID, TURNING, DIVERGENT = 0, 1, 2
 
 
+@njit(**JIT_OPTIONS)
 def nuts_workspace(dim, max_treedepth):
     """Arrays one NUTS chain reuses at every transition: O(dim * max_treedepth) memory.
 
@@ -64,7 +65,7 @@ def nuts_workspace(dim, max_treedepth):
     p_sharp, last p, last p_sharp and momentum sum;
     ``divergence_point`` (dim,): where the last divergent trajectory blew up.
     """
-    levels = max(int(max_treedepth), 1)
+    levels = max(max_treedepth, 1)
     return (np.zeros((8, dim)), np.zeros((2, dim)), np.zeros((4, dim)),
             np.zeros((5, levels, dim)), np.full(dim, np.nan))
 

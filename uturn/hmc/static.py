@@ -20,6 +20,7 @@ from .nuts import MAX_ENERGY_ERROR
 __all__ = ["hmc_workspace", "hmc_transition"]
 
 
+@njit(**JIT_OPTIONS)
 def hmc_workspace(dim):
     """``(trajectory (4, dim): q, p, grad, p_sharp; divergence_point (dim,))``."""
     return np.zeros((4, dim)), np.full(dim, np.nan)
