@@ -28,7 +28,7 @@ The trajectory stops when
 The binary tree is built iteratively, leaf by leaf, so that numba needs no
 recursion: after leaf ``n`` (0-based within the subtree) the subtrees that end at
 ``n`` are merged, one per trailing one bit of ``n``. Level ``k`` of the
-``stack_*`` arrays holds the left half (``2^k`` states) waiting for its right
+``stack`` array (rows: first p, first p_sharp, last p, last p_sharp, momentum sum) holds the left half (``2^k`` states) waiting for its right
 half: its first and last momentum and ``p_sharp``, and its momentum sum.
 
 References
@@ -82,22 +82,70 @@ def _logaddexp(a, b):
 
 
 @njit(**JIT_OPTIONS)
-def _no_u_turn(p_sharp_minus, p_sharp_plus, rho, rho_extra):
-    """Generalized no-U-turn criterion over a span whose momentum sum is
-    ``rho + rho_extra`` (pass ``rho_extra = None`` for just ``rho``), with
-    ``p_sharp`` at its two ends. True means "keep going"."""
-    dot_minus = 0.0
-    dot_plus = 0.0
-    if rho_extra is None:
-        for i in range(rho.shape[0]):
-            dot_minus += p_sharp_minus[i] * rho[i]
-            dot_plus += p_sharp_plus[i] * rho[i]
-    else:
-        for i in range(rho.shape[0]):
-            span = rho[i] + rho_extra[i]
-            dot_minus += p_sharp_minus[i] * span
-            dot_plus += p_sharp_plus[i] * span
-    return dot_minus > 0.0 and dot_plus > 0.0
+def _log_total(sum_weight, weight_scale):
+    """``log(sum_weight * exp(weight_scale))``, -inf for an empty sum."""
+    return np.log(sum_weight) + weight_scale if sum_weight > 0.0 else -np.inf
+
+
+@njit(**JIT_OPTIONS)
+def _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho,
+                      p_begin, p_sharp_begin, p_sharp_end, rho_new):
+    """The three no-U-turn checks of joining a span (momentum sum ``rho``, far end
+    ``p_sharp_far``, near end ``p_near``/``p_sharp_near``) to a new span that starts
+    next to its near end (``p_begin``/``p_sharp_begin``) and ends at ``p_sharp_end``
+    with momentum sum ``rho_new``, in one pass over the vectors:
+
+    1. the old span extended by the new span's first state,
+    2. the new span extended by the old span's near state (Stan 2.21),
+    3. the joined span, whose momentum sum ``rho + rho_new`` is written to ``rho``.
+
+    True means "keep going" (every criterion ``p_sharp . rho > 0`` at both ends).
+    """
+    extended_old_far = extended_old_begin = 0.0
+    extended_new_near = extended_new_end = 0.0
+    joined_far = joined_end = 0.0
+    for i in range(rho.shape[0]):
+        span = rho[i] + p_begin[i]
+        extended_old_far += p_sharp_far[i] * span
+        extended_old_begin += p_sharp_begin[i] * span
+        span = rho_new[i] + p_near[i]
+        extended_new_near += p_sharp_near[i] * span
+        extended_new_end += p_sharp_end[i] * span
+        span = rho[i] + rho_new[i]
+        rho[i] = span
+        joined_far += p_sharp_far[i] * span
+        joined_end += p_sharp_end[i] * span
+    return (extended_old_far > 0.0 and extended_old_begin > 0.0
+            and extended_new_near > 0.0 and extended_new_end > 0.0
+            and joined_far > 0.0 and joined_end > 0.0)
+
+
+@njit(**JIT_OPTIONS)
+def _no_u_turn_merging(stack, level, p_begin, p_sharp_begin, p_sharp_end, rho_new):
+    """:func:`_no_u_turn_across` for the left half pending at ``stack[:, level]``
+    (begin p_sharp, end p and p_sharp, momentum sum) and the right half that ends at
+    the current state; ``rho_new`` (the right half's sum) becomes the merged span's.
+    Indexes the stack directly: building row views here cost more than the checks.
+    """
+    extended_left_begin = extended_left_next = 0.0
+    extended_right_prev = extended_right_end = 0.0
+    merged_begin = merged_end = 0.0
+    for i in range(rho_new.shape[0]):
+        rho_left = stack[4, level, i]
+        p_sharp_left_begin = stack[1, level, i]
+        span = rho_left + p_begin[i]
+        extended_left_begin += p_sharp_left_begin * span
+        extended_left_next += p_sharp_begin[i] * span
+        span = rho_new[i] + stack[2, level, i]
+        extended_right_prev += stack[3, level, i] * span
+        extended_right_end += p_sharp_end[i] * span
+        span = rho_left + rho_new[i]
+        rho_new[i] = span
+        merged_begin += p_sharp_left_begin * span
+        merged_end += p_sharp_end[i] * span
+    return (extended_left_begin > 0.0 and extended_left_next > 0.0
+            and extended_right_prev > 0.0 and extended_right_end > 0.0
+            and merged_begin > 0.0 and merged_end > 0.0)
 
 
 @njit(**JIT_OPTIONS)
@@ -116,19 +164,38 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     (status, log_sum_weight, proposal_logp, proposal_energy, n_steps,
      sum_metropolis_prob, max_energy_error)
     """
-    stack_begin_p, stack_begin_p_sharp = stack[0], stack[1]
-    stack_end_p, stack_end_p_sharp, stack_rho = stack[2], stack[3], stack[4]
-    proposal_q, proposal_grad = proposal[0], proposal[1]
     dim = q.shape[0]
-
-    log_sum_weight = -np.inf
+    diagonal = inv_metric.shape[0] == 1
+    half_step = 0.5 * signed_step
+    # The weights exp(H0 - H) are summed on a linear scale, relative to
+    # exp(weight_scale): one exp per leaf instead of a log-sum-exp (~40 ns). The
+    # scale moves only when a weight would overflow, i.e. at a state e^230 times
+    # more probable than the start, which happens early in warmup if at all.
+    weight_scale = 0.0
+    sum_weight = 0.0
     proposal_logp = np.nan
     proposal_energy = np.nan
     sum_metropolis_prob = 0.0
     max_energy_error = 0.0
     n_leaves = 1 << depth
     for leaf in range(n_leaves):
-        logp, kinetic = leapfrog(logp_grad, q, p, grad, p_sharp, signed_step, inv_metric)
+        if diagonal:
+            # The diagonal leapfrog of integrator.leapfrog, written out here because
+            # the call cost ~40 ns a step.
+            for i in range(dim):
+                p[i] += half_step * grad[i]
+                p_sharp[i] = inv_metric[0, i] * p[i]
+                q[i] += signed_step * p_sharp[i]
+            logp = logp_grad(q, grad)
+            twice_kinetic = 0.0
+            for i in range(dim):
+                p[i] += half_step * grad[i]
+                p_sharp[i] = inv_metric[0, i] * p[i]
+                twice_kinetic += p[i] * p_sharp[i]
+            kinetic = 0.5 * twice_kinetic
+        else:
+            logp, kinetic = leapfrog(logp_grad, q, p, grad, p_sharp, signed_step,
+                                     inv_metric)
         energy = kinetic - logp
         energy_error = energy - H0
         if np.isnan(energy_error):
@@ -143,58 +210,60 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                 sum_metropolis_prob += np.exp(-energy_error)
             for i in range(dim):
                 divergence_point[i] = q[i]
-            return (DIVERGENT, log_sum_weight, proposal_logp, proposal_energy,
-                    leaf + 1, sum_metropolis_prob, max_energy_error)
+            return (DIVERGENT, _log_total(sum_weight, weight_scale), proposal_logp,
+                    proposal_energy, leaf + 1, sum_metropolis_prob, max_energy_error)
 
         log_weight = -energy_error
-        log_sum_weight = _logaddexp(log_sum_weight, log_weight)
-        sum_metropolis_prob += 1.0 if log_weight > 0.0 else np.exp(log_weight)
-        # Progressive multinomial sampling within the subtree.
-        if leaf == 0 or rng.random() < np.exp(log_weight - log_sum_weight):
+        if log_weight - weight_scale > 230.0:
+            sum_weight *= np.exp(weight_scale - log_weight)
+            weight_scale = log_weight
+        weight = np.exp(log_weight - weight_scale)
+        sum_weight += weight
+        if log_weight >= 0.0:
+            sum_metropolis_prob += 1.0
+        else:
+            sum_metropolis_prob += weight if weight_scale == 0.0 else np.exp(log_weight)
+        # Progressive multinomial sampling: the leaf replaces the subtree's proposal
+        # with probability weight / sum_weight.
+        if leaf == 0 or rng.random() * sum_weight < weight:
             for i in range(dim):
-                proposal_q[i] = q[i]
-                proposal_grad[i] = grad[i]
+                proposal[0, i] = q[i]
+                proposal[1, i] = grad[i]
             proposal_logp = logp
             proposal_energy = energy
 
         # Merge every pending left half that this leaf completes (one per trailing
-        # one bit of `leaf`); `rho_subtree` is the momentum sum of the right half.
+        # one bit of `leaf`); `rho_subtree` holds the right half's momentum sum.
         for i in range(dim):
             rho_subtree[i] = p[i]
         level = 0
         while (leaf >> level) & 1:
-            if level == 0:
-                right_begin_p, right_begin_p_sharp = p, p_sharp
+            if level == 0:  # the right half is this leaf alone
+                persist = _no_u_turn_merging(stack, 0, p, p_sharp, p_sharp, rho_subtree)
             else:
-                right_begin_p = stack_begin_p[level - 1]
-                right_begin_p_sharp = stack_begin_p_sharp[level - 1]
-            # The left half extended by the right half's first state ...
-            persist = _no_u_turn(stack_begin_p_sharp[level], right_begin_p_sharp,
-                                 stack_rho[level], right_begin_p)
-            # ... the right half extended by the left half's last state ...
-            persist = persist and _no_u_turn(stack_end_p_sharp[level], p_sharp,
-                                             rho_subtree, stack_end_p[level])
-            for i in range(dim):
-                rho_subtree[i] += stack_rho[level, i]
-            # ... and the merged span.
-            persist = persist and _no_u_turn(stack_begin_p_sharp[level], p_sharp,
-                                             rho_subtree, None)
+                persist = _no_u_turn_merging(stack, level, stack[0, level - 1],
+                                             stack[1, level - 1], p_sharp, rho_subtree)
             if not persist:
-                return (TURNING, log_sum_weight, proposal_logp, proposal_energy,
-                        leaf + 1, sum_metropolis_prob, max_energy_error)
+                return (TURNING, _log_total(sum_weight, weight_scale), proposal_logp,
+                        proposal_energy, leaf + 1, sum_metropolis_prob,
+                        max_energy_error)
             level += 1
         if level < depth:  # the merged span is now a left half waiting at `level`
+            # Its first state is this leaf's, or that of the left half it absorbed.
             if level == 0:
-                stack_begin_p[0, :] = p
-                stack_begin_p_sharp[0, :] = p_sharp
+                for i in range(dim):
+                    stack[0, 0, i] = p[i]
+                    stack[1, 0, i] = p_sharp[i]
             else:
-                stack_begin_p[level, :] = stack_begin_p[level - 1, :]
-                stack_begin_p_sharp[level, :] = stack_begin_p_sharp[level - 1, :]
-            stack_end_p[level, :] = p
-            stack_end_p_sharp[level, :] = p_sharp
-            stack_rho[level, :] = rho_subtree
-    return (VALID, log_sum_weight, proposal_logp, proposal_energy, n_leaves,
-            sum_metropolis_prob, max_energy_error)
+                for i in range(dim):
+                    stack[0, level, i] = stack[0, level - 1, i]
+                    stack[1, level, i] = stack[1, level - 1, i]
+            for i in range(dim):
+                stack[2, level, i] = p[i]
+                stack[3, level, i] = p_sharp[i]
+                stack[4, level, i] = rho_subtree[i]
+    return (VALID, _log_total(sum_weight, weight_scale), proposal_logp, proposal_energy,
+            n_leaves, sum_metropolis_prob, max_energy_error)
 
 
 @njit(**JIT_OPTIONS)
@@ -301,12 +370,8 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
         else:
             subtree_begin_p = stack_begin_p[depth - 2]
             subtree_begin_p_sharp = stack_begin_p_sharp[depth - 2]
-        persist = _no_u_turn(p_sharp_far, subtree_begin_p_sharp, rho, subtree_begin_p)
-        persist = persist and _no_u_turn(p_sharp_near, p_sharp_end, rho_subtree, p_near)
-        for i in range(dim):
-            rho[i] += rho_subtree[i]
-        persist = persist and _no_u_turn(p_sharp_far, p_sharp_end, rho, None)
-        if not persist:
+        if not _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho, subtree_begin_p,
+                                 subtree_begin_p_sharp, p_sharp_end, rho_subtree):
             break
 
     acceptance_rate = sum_metropolis_prob / n_steps if n_steps > 0 else 0.0
