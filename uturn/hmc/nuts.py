@@ -28,7 +28,7 @@ The trajectory stops when
 The binary tree is built iteratively, leaf by leaf, so that numba needs no
 recursion: after leaf ``n`` (0-based within the subtree) the subtrees that end at
 ``n`` are merged, one per trailing one bit of ``n``. Level ``k`` of the
-``stack`` array (rows: first p, first p_sharp, last p, last p_sharp, momentum sum) holds the left half (``2^k`` states) waiting for its right
+``stack`` array holds the left half (``2^k`` states) waiting for its right
 half: its first and last momentum and ``p_sharp``, and its momentum sum.
 
 References
