@@ -260,12 +260,18 @@ def test_constrain_shapes_and_values(centered):
         model.constrain(np.zeros((3, 9)))
 
 
-def test_constrain_returns_copies():
+@pytest.mark.parametrize("centered", [True, False])
+def test_constrain_returns_read_only_views(centered):
+    """No copy of the draws (memory at large J), and no way to edit them through it."""
     draws = np.zeros((2, 10))
-    out = eight_schools(centered=True).constrain(draws)
-    out["theta"][:] = 1.0
-    out["mu"][:] = 1.0
+    out = eight_schools(centered=centered).constrain(draws)
+    coordinates = "theta" if centered else "nu"
+    assert np.shares_memory(out[coordinates], draws)
+    for name in ("mu", "log_tau", coordinates):
+        with pytest.raises(ValueError, match="read-only"):
+            out[name][...] = 1.0
     assert np.all(draws == 0.0)
+    assert draws.flags.writeable  # the caller's array itself is untouched
 
 
 def test_model_keeps_its_own_copy_of_the_data():

@@ -334,3 +334,32 @@ def test_cfunc_models_work():
 
     fit = quiet_sample(uturn.Model(logp_grad, 1), draws=500, tune=200, chains=2, seed=3)
     assert abs(fit.unconstrained.mean()) < 5 * mcse_mean(fit.unconstrained[:, :, 0])
+
+
+def test_default_constrain_groups_adjacent_coordinates_as_read_only_views():
+    model = uturn.Model(standard_normal, 4, names=["a", "x[0]", "x[1]", "x[2]"])
+    draws = np.arange(24.0).reshape(2, 3, 4)
+    posterior = model.constrain(draws)
+    assert posterior["x"].shape == (2, 3, 3) and posterior["a"].shape == (2, 3)
+    np.testing.assert_array_equal(posterior["x"], draws[..., 1:])
+    assert np.shares_memory(posterior["x"], draws)  # no copy of a large model's draws
+    with pytest.raises(ValueError, match="read-only"):
+        posterior["x"][0, 0, 0] = -1.0
+    assert draws.flags.writeable and draws[0, 0, 1] == 1.0
+
+
+def test_fit_posterior_is_computed_on_first_use_and_kept():
+    calls = []
+    model = uturn.Model(standard_normal, 2)
+    original = model.constrain
+
+    def counting(draws):
+        calls.append(1)
+        return original(draws)
+
+    model.constrain = counting
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = uturn.sample(model, draws=50, tune=50, chains=1, seed=1, progress=False)
+    fit.posterior, fit.posterior
+    assert len(calls) == 1

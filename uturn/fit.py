@@ -94,7 +94,16 @@ class Fit:
         self.seed = seed
         self.settings = dict(settings)
         self.elapsed = float(elapsed)
-        self.posterior = posterior if posterior is not None else model.constrain(unconstrained)
+        self._posterior = posterior
+
+    @property
+    def posterior(self):
+        """Named constrained quantities, computed by ``model.constrain`` when first
+        asked for (a large model's derived quantities cost as much memory as its
+        draws, and many uses need only the unconstrained draws)."""
+        if self._posterior is None:
+            self._posterior = self.model.constrain(self.unconstrained)
+        return self._posterior
 
     @property
     def chains(self):

@@ -163,20 +163,37 @@ def split_name(name):
 
 
 def default_constrain(draws, names):
-    """Group coordinates named ``base[i]`` into vector quantities; others stay scalar."""
+    """Group coordinates named ``base[i]`` into vector quantities; others stay scalar.
+
+    Quantities are read-only views of ``draws`` where the columns allow it (a vector
+    whose coordinates are adjacent), so a large model's posterior costs no memory.
+    """
     out = {}
     groups = {}
     for column, name in enumerate(names):
         base, index = split_name(name)
         if index is None:
-            out[name] = draws[..., column]
+            out[name] = _read_only(draws[..., column])
         else:
             groups.setdefault(base, []).append((index, column))
     for base, members in groups.items():
         members.sort()
         if [index for index, _ in members] == list(range(len(members))) and base not in out:
-            out[base] = draws[..., [column for _, column in members]]
+            columns = [column for _, column in members]
+            if columns == list(range(columns[0], columns[0] + len(columns))):
+                out[base] = _read_only(draws[..., columns[0]:columns[0] + len(columns)])
+            else:
+                out[base] = draws[..., columns]
         else:  # indices with gaps: keep every coordinate as its own scalar
             for index, column in members:
-                out[f"{base}[{index}]"] = draws[..., column]
+                out[f"{base}[{index}]"] = _read_only(draws[..., column])
     return out
+
+
+def _read_only(view):
+    """A view that cannot be written through, so editing a posterior quantity cannot
+    silently change the draws it shares memory with."""
+    if isinstance(view, np.ndarray) and view.base is not None:
+        view = view.view()
+        view.flags.writeable = False
+    return view
