@@ -363,3 +363,18 @@ def test_fit_posterior_is_computed_on_first_use_and_kept():
         fit = uturn.sample(model, draws=50, tune=50, chains=1, seed=1, progress=False)
     fit.posterior, fit.posterior
     assert len(calls) == 1
+
+
+def test_divergence_points_kept_are_capped_by_memory(monkeypatch):
+    """A wall diverges often; with a small value budget only that many points are kept
+    per chain, the rest of divergence_point stays NaN, and nothing breaks."""
+    monkeypatch.setattr(uturn.sampling, "DIVERGENCE_VALUES_KEPT", 6)
+    model = uturn.Model(half_normal_wall, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = uturn.sample(model, draws=200, tune=100, chains=1, seed=3, progress=False)
+    diverging = fit.stats["diverging"][0]
+    assert diverging.sum() > 3
+    kept = ~np.isnan(fit.stats["divergence_point"][0, :, 0])
+    assert kept.sum() == 3  # 6 values // dim 2
+    assert np.all(diverging[kept])

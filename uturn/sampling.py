@@ -20,8 +20,11 @@ ALGORITHMS = ("nuts", "hmc")
 METRICS = ("unit", "diag", "dense")
 INIT_RADIUS = 2.0
 INIT_TRIES = 100
-#: Post-warmup divergences per chain whose position is kept (``divergence_point``).
+#: Post-warmup divergences per chain whose position is kept (``divergence_point``) ...
 DIVERGENCE_POINTS_KEPT = 1000
+#: ... and at most this many numbers per chain for them (8 MB), so that a model with
+#: 100,000 coordinates keeps 10 points per chain instead of reserving 800 MB.
+DIVERGENCE_VALUES_KEPT = 1_000_000
 MAX_TREEDEPTH_LIMIT = 30
 
 
@@ -316,7 +319,7 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
     positions = [_initial_point(model, generators[c], c, None if inits is None else inits[c])
                  for c in range(chains)]
     n_stats = len(_chain.STAT_NAMES)
-    slots = min(draws, DIVERGENCE_POINTS_KEPT)
+    slots = min(draws, DIVERGENCE_POINTS_KEPT, max(1, DIVERGENCE_VALUES_KEPT // dim))
     # Every chain writes straight into its slice of the arrays the Fit keeps, so the
     # draws are never copied (at J = 100,000 they are 3.2 GB).
     all_draws = np.empty((chains, draws, dim))
