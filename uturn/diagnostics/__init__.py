@@ -9,6 +9,8 @@ convergence of MCMC", Bayesian Analysis 16(2), as Stan's posterior package and A
 - `mcse_mean`, `mcse_sd`, `mcse_quantile`
 - `ebfmi` (Betancourt 2016), one value per chain
 - `summary` / `Summary`: the posterior table of a fit or a dict of draws
+- `convergence_table`: R-hat, bulk and tail ESS (and the summary statistics) of many
+  quantities at once, (chains, draws, k), vectorised; `checks` and `summary` use it
 - `checks` / `Finding` / `warn` / `SamplingWarning` / `divergence_locations`: what went
   wrong in a run, where, and what to do about it
 
@@ -17,6 +19,7 @@ or infinite draws raise ValueError; constant draws and chains of fewer than 8 dr
 (split halves of fewer than 4) give NaN.
 """
 
+from .batch import convergence_table
 from .checks import INFO, WARNING, Finding, SamplingWarning, checks, divergence_locations, warn
 from .energy import EBFMI_THRESHOLD, ebfmi
 from .ess import ess_bulk, ess_mean, ess_quantile, ess_sd, ess_tail
@@ -42,6 +45,7 @@ __all__ = [
     "summary",
     "Summary",
     "SUMMARY_COLUMNS",
+    "convergence_table",
     "checks",
     "warn",
     "Finding",

@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import enough_draws, is_constant, rank_normalize, split_chains
 from .energy import EBFMI_THRESHOLD, ebfmi
-from .ess import _ess_of_chains, _ess_tail_of_draws
-from .rhat import _potential_scale_reduction, _rhat_tail_of_split
-from .summary import _posterior_of, _scalar_components, _selected_names
+from .summary import _diagnostics_table, _posterior_of, _quantities
 
 __all__ = [
     "Finding",
@@ -354,41 +351,51 @@ def _check_ebfmi(stats, threshold):
     ]
 
 
-def _convergence_rows(posterior, var_names):
-    """(label, r_hat, ess_bulk, ess_tail, finite) for every scalar of the posterior."""
-    rows = []
-    for name in _selected_names(posterior, var_names):
-        for label, draws in _scalar_components(name, posterior[name]):
-            values = np.ascontiguousarray(draws, dtype=np.float64)
-            if values.size == 0:
-                continue
-            if not np.all(np.isfinite(values)):
-                rows.append((label, np.nan, np.nan, np.nan, False))
-                continue
-            split = split_chains(values)
-            if not enough_draws(split) or is_constant(split):
-                rows.append((label, np.nan, np.nan, np.nan, True))
-                continue
-            scores = rank_normalize(split)
-            bulk, tail = _potential_scale_reduction(scores), _rhat_tail_of_split(split)
-            r_hat = np.nan if np.isnan(bulk) or np.isnan(tail) else max(bulk, tail)
-            rows.append((label, r_hat, _ess_of_chains(scores), _ess_tail_of_draws(values), True))
-    return rows
+class _Convergence:
+    """R-hat, bulk and tail ESS of every scalar of the posterior that has draws; labels
+    are made only for the quantities a finding names (there may be millions)."""
+
+    def __init__(self, posterior, var_names):
+        # A quantity without draws gets no row (an element count of zero, none at all).
+        quantities = [
+            q
+            for q in _quantities(posterior, var_names)
+            if len(q) and q.draws.shape[0] * q.draws.shape[1]
+        ]
+        table = _diagnostics_table(quantities, summary=False) if quantities else {}
+        empty = np.empty(0)
+        self.r_hat = table.get("r_hat", empty)
+        self.ess_bulk = table.get("ess_bulk", empty)
+        self.ess_tail = table.get("ess_tail", empty)
+        self.finite = table.get("finite", empty.astype(bool))
+        self._quantities = quantities
+        self._starts = np.cumsum([0] + [len(q) for q in quantities])
+
+    def __len__(self):
+        return int(self._starts[-1])
+
+    def labels(self, indices):
+        """The labels (``theta[3]``) of the scalars at these row indices."""
+        indices = np.asarray(indices, dtype=np.intp)
+        which = np.searchsorted(self._starts, indices, side="right") - 1
+        return [
+            self._quantities[q].label(i - self._starts[q])
+            for q, i in zip(which.tolist(), indices.tolist())
+        ]
 
 
-def _check_convergence(rows, n_chains, max_rhat, min_ess_per_chain):
+def _check_convergence(table, n_chains, max_rhat, min_ess_per_chain):
     findings = []
-    labels = [row[0] for row in rows]
-    r_hat = np.array([row[1] for row in rows], dtype=float)
-    ess_bulk = np.array([row[2] for row in rows], dtype=float)
-    ess_tail = np.array([row[3] for row in rows], dtype=float)
+    r_hat, ess_bulk, ess_tail = table.r_hat, table.ess_bulk, table.ess_tail
     with np.errstate(invalid="ignore"):
         high = np.flatnonzero(r_hat > max_rhat)
     if high.size:
         worst = high[np.argsort(-r_hat[high])][:_LISTED]
-        listed = ", ".join(f"{labels[i]} {r_hat[i]:.3f}" for i in worst)
+        listed = ", ".join(
+            f"{label} {r_hat[i]:.3f}" for label, i in zip(table.labels(worst), worst)
+        )
         message = (
-            f"R-hat is above {max_rhat} for {high.size} of {len(rows)} quantities "
+            f"R-hat is above {max_rhat} for {high.size} of {len(table)} quantities "
             f"(worst: {listed})."
         )
         advice = (
@@ -396,7 +403,7 @@ def _check_convergence(rows, n_chains, max_rhat, min_ess_per_chain):
             "do not use these draws for inference. Run longer (more tune and draws), look at "
             "trace or rank plots for stuck chains or several modes, and consider reparametrizing."
         )
-        details = {"names": [labels[i] for i in high], "r_hat": r_hat[high], "threshold": max_rhat}
+        details = {"names": table.labels(high), "r_hat": r_hat[high], "threshold": max_rhat}
         findings.append(Finding("rhat", WARNING, message, advice, details))
     threshold = min_ess_per_chain * n_chains
     with np.errstate(invalid="ignore"):
@@ -405,11 +412,12 @@ def _check_convergence(rows, n_chains, max_rhat, min_ess_per_chain):
         lowest = np.fmin(ess_bulk, ess_tail)
         worst = low[np.argsort(lowest[low])][:_LISTED]
         listed = ", ".join(
-            f"{labels[i]} (bulk {ess_bulk[i]:.0f}, tail {ess_tail[i]:.0f})" for i in worst
+            f"{label} (bulk {ess_bulk[i]:.0f}, tail {ess_tail[i]:.0f})"
+            for label, i in zip(table.labels(worst), worst)
         )
         message = (
             f"Bulk or tail ESS is below {min_ess_per_chain} per chain ({threshold:.0f} for "
-            f"{n_chains} chain{'s' if n_chains != 1 else ''}) for {low.size} of {len(rows)} "
+            f"{n_chains} chain{'s' if n_chains != 1 else ''}) for {low.size} of {len(table)} "
             "quantities "
             f"(lowest: {listed})."
         )
@@ -418,13 +426,13 @@ def _check_convergence(rows, n_chains, max_rhat, min_ess_per_chain):
             "unreliable. Run more draws, or reparametrize to reduce autocorrelation."
         )
         details = {
-            "names": [labels[i] for i in low],
+            "names": table.labels(low),
             "ess_bulk": ess_bulk[low],
             "ess_tail": ess_tail[low],
             "threshold": threshold,
         }
         findings.append(Finding("ess", WARNING, message, advice, details))
-    nonfinite = [row[0] for row in rows if not row[4]]
+    nonfinite = table.labels(np.flatnonzero(~table.finite))
     if nonfinite:
         message = (
             f"{len(nonfinite)} quantities have NaN or infinite draws "
@@ -522,8 +530,8 @@ def checks(
     n_chains = _chain_count(fit, stats, settings)
     posterior = getattr(fit, "posterior", None)
     if posterior is not None:
-        rows = _convergence_rows(_posterior_of(fit), var_names)
-        findings += _check_convergence(rows, n_chains or 1, max_rhat, min_ess_per_chain)
+        table = _Convergence(_posterior_of(fit), var_names)
+        findings += _check_convergence(table, n_chains or 1, max_rhat, min_ess_per_chain)
     if n_chains is not None and n_chains < min_chains:
         message = f"Only {n_chains} chain{'s were' if n_chains != 1 else ' was'} run."
         advice = (

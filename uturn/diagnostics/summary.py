@@ -6,10 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._common import enough_draws, is_constant, rank_normalize, split_chains
-from .ess import _ess_of_chains, _ess_tail_of_draws
-from .mcse import _mcse_mean_of_draws, _mcse_sd_of_draws
-from .rhat import _potential_scale_reduction, _rhat_tail_of_split
+from .batch import _table
 
 __all__ = ["summary", "Summary", "SUMMARY_COLUMNS"]
 
@@ -26,7 +23,6 @@ SUMMARY_COLUMNS = (
     "ess_tail",
     "r_hat",
 )
-_QUANTILE_PROBABILITIES = (0.05, 0.5, 0.95)
 _DEFAULT_REPR_ROWS = 60
 
 
@@ -240,53 +236,71 @@ def _selected_names(posterior, var_names):
     return names
 
 
-def _scalar_components(name, draws):
-    """Yield (label, (chains, draws) array) for every scalar element of a quantity."""
-    array = np.asarray(draws)
-    if array.ndim == 0:
-        raise ValueError(
-            f"summary(): {name!r} must have shape (chains, draws, *shape), got a scalar"
-        )
-    if array.ndim == 1:  # one chain of a scalar, as everywhere in uturn.diagnostics
-        array = array[np.newaxis, :]
-    if (
-        array.dtype == object
-        or np.iscomplexobj(array)
-        or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
-    ):
-        raise ValueError(f"summary(): {name!r} must hold real numbers, got dtype {array.dtype}")
-    if array.ndim == 2:
-        yield str(name), array
-        return
-    for index in np.ndindex(*array.shape[2:]):
-        yield f"{name}[{','.join(map(str, index))}]", array[(slice(None), slice(None)) + index]
+class _Quantity:
+    """One posterior quantity: its draws as (chains, draws, k), k its scalar elements in
+    C order, and their labels."""
+
+    def __init__(self, name, draws):
+        array = np.asarray(draws)
+        if array.ndim == 0:
+            raise ValueError(
+                f"summary(): {name!r} must have shape (chains, draws, *shape), got a scalar"
+            )
+        if array.ndim == 1:  # one chain of a scalar, as everywhere in uturn.diagnostics
+            array = array[np.newaxis, :]
+        if (
+            array.dtype == object
+            or np.iscomplexobj(array)
+            or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+        ):
+            raise ValueError(
+                f"summary(): {name!r} must hold real numbers, got dtype {array.dtype}"
+            )
+        self.name = str(name)
+        self.shape = array.shape[2:]
+        n_elements = math.prod(self.shape)
+        self.draws = array.reshape(array.shape[0], array.shape[1], n_elements)
+
+    def __len__(self):
+        return self.draws.shape[2]
+
+    def label(self, element):
+        """``mu`` for a scalar, ``theta[2]`` or ``x[0,1]`` (0-based) for an element."""
+        if not self.shape:
+            return self.name
+        if len(self.shape) == 1:
+            return f"{self.name}[{element}]"
+        index = np.unravel_index(element, self.shape)
+        return f"{self.name}[{','.join(str(int(i)) for i in index)}]"
+
+    def labels(self):
+        if not self.shape:
+            return [self.name]
+        return [f"{self.name}[{','.join(map(str, index))}]" for index in np.ndindex(*self.shape)]
 
 
-def _summary_row(draws):
-    """The statistics of one scalar's draws (chains, draws), in `SUMMARY_COLUMNS` order."""
-    values = np.ascontiguousarray(draws, dtype=np.float64)
-    row = [np.nan] * len(SUMMARY_COLUMNS)
-    if values.size == 0:
-        return row
-    with np.errstate(invalid="ignore", over="ignore"):
-        row[0] = float(values.mean())
-        row[1] = float(values.std(ddof=1)) if values.size > 1 else np.nan
-        row[2:5] = [float(v) for v in np.quantile(values, _QUANTILE_PROBABILITIES)]
-    if not np.all(np.isfinite(values)):
-        # Diagnostics need finite draws; leave them NaN rather than fail the whole table.
-        return row
-    split = split_chains(values)
-    if not enough_draws(split) or is_constant(split):
-        return row
-    bulk_scores = rank_normalize(split)
-    rhat_bulk = _potential_scale_reduction(bulk_scores)
-    rhat_tail = _rhat_tail_of_split(split)
-    row[5] = _mcse_mean_of_draws(values)
-    row[6] = _mcse_sd_of_draws(values)
-    row[7] = _ess_of_chains(bulk_scores)
-    row[8] = _ess_tail_of_draws(values)
-    row[9] = np.nan if np.isnan(rhat_bulk) or np.isnan(rhat_tail) else max(rhat_bulk, rhat_tail)
-    return row
+def _quantities(posterior, var_names):
+    """The selected quantities of a posterior dict, in order, validated."""
+    return [_Quantity(name, posterior[name]) for name in _selected_names(posterior, var_names)]
+
+
+def _diagnostics_table(quantities, summary):
+    """`batch.convergence_table` of the scalar elements of `quantities`, in order.
+
+    Quantities with the same chains and draws (usually all) go in one call, so that
+    many small vector quantities still make large blocks.
+    """
+    columns = {}
+    group = []
+    for quantity in quantities + [None]:
+        if group and (quantity is None or quantity.draws.shape[:2] != group[0].draws.shape[:2]):
+            table = _table([q.draws for q in group], summary)
+            for name, column in table.items():
+                columns.setdefault(name, []).append(column)
+            group = []
+        if quantity is not None:
+            group.append(quantity)
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 
 def summary(fit_or_dict, var_names=None):
@@ -335,11 +349,11 @@ def summary(fit_or_dict, var_names=None):
     convergence of MCMC. Bayesian Analysis 16(2), 667-718.
     """
     posterior = _posterior_of(fit_or_dict)
-    labels, rows = [], []
-    for name in _selected_names(posterior, var_names):
-        for label, draws in _scalar_components(name, posterior[name]):
-            labels.append(label)
-            rows.append(_summary_row(draws))
-    return Summary(
-        labels, np.array(rows, dtype=np.float64).reshape(len(labels), len(SUMMARY_COLUMNS))
-    )
+    quantities = _quantities(posterior, var_names)
+    labels = [label for quantity in quantities for label in quantity.labels()]
+    table = np.full((len(labels), len(SUMMARY_COLUMNS)), np.nan)
+    if labels:
+        columns = _diagnostics_table([q for q in quantities if len(q)], summary=True)
+        for j, column in enumerate(SUMMARY_COLUMNS):
+            table[:, j] = columns[column]
+    return Summary(labels, table)
