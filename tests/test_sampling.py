@@ -378,3 +378,16 @@ def test_divergence_points_kept_are_capped_by_memory(monkeypatch):
     kept = ~np.isnan(fit.stats["divergence_point"][0, :, 0])
     assert kept.sum() == 3  # 6 values // dim 2
     assert np.all(diverging[kept])
+
+
+def test_automatic_checks_of_a_large_model_use_a_subset_of_unconstrained_coordinates(monkeypatch):
+    monkeypatch.setattr(uturn.sampling, "AUTO_CHECK_QUANTITIES", 20)
+    y = np.linspace(-10, 10, 40)
+    model = uturn.models.hierarchical_normal(y, np.full(40, 10.0), centered=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = uturn.sample(model, draws=100, tune=100, chains=2, seed=1, progress=False)
+    findings = {f.kind: f for f in uturn.sampling._automatic_checks(fit)}
+    assert findings["subset"].details["total"] == model.dim  # unconstrained, no theta
+    assert findings["subset"].details["checked"] <= 22
+    assert fit._posterior is None  # nothing derived was built to be checked

@@ -396,3 +396,20 @@ def test_checks_tolerates_a_minimal_fit():
     assert kinds(
         diag.checks(SimpleNamespace(stats={"diverging": np.eye(4, 100, dtype=bool)}))
     ) == ["divergences"]
+
+
+def test_checks_max_quantities_subsets_vectors_and_says_so():
+    """Evenly spaced elements of a vector (first and last included), every scalar, an
+    info finding with the counts; an element that does not mix is still named by its
+    own label when it is among those checked."""
+    rng = np.random.default_rng(0)
+    chains, draws, size = 4, 400, 101
+    x = rng.standard_normal((chains, draws, size))
+    x[:, :, 100] += np.arange(chains)[:, None] * 3.0  # chains disagree on x[100] only
+    posterior = {"mu": rng.standard_normal((chains, draws)), "x": x}
+    fit = SimpleNamespace(posterior=posterior, stats={}, settings={})
+    findings = {f.kind: f for f in diag.checks(fit, max_quantities=12)}
+    assert findings["subset"].details == {"checked": 12, "total": 102}
+    assert findings["rhat"].details["names"] == ["x[100]"]
+    everything = {f.kind: f for f in diag.checks(fit)}
+    assert "subset" not in everything and everything["rhat"].details["names"] == ["x[100]"]

@@ -355,13 +355,16 @@ class _Convergence:
     """R-hat, bulk and tail ESS of every scalar of the posterior that has draws; labels
     are made only for the quantities a finding names (there may be millions)."""
 
-    def __init__(self, posterior, var_names):
+    def __init__(self, posterior, var_names, max_quantities=None):
         # A quantity without draws gets no row (an element count of zero, none at all).
         quantities = [
             q
             for q in _quantities(posterior, var_names)
             if len(q) and q.draws.shape[0] * q.draws.shape[1]
         ]
+        self.total = sum(len(q) for q in quantities)
+        if max_quantities is not None and self.total > max_quantities:
+            quantities = _evenly_spaced_subset(quantities, max_quantities)
         table = _diagnostics_table(quantities, summary=False) if quantities else {}
         empty = np.empty(0)
         self.r_hat = table.get("r_hat", empty)
@@ -382,6 +385,38 @@ class _Convergence:
             self._quantities[q].label(i - self._starts[q])
             for q, i in zip(which.tolist(), indices.tolist())
         ]
+
+
+class _Elements:
+    """Some elements of a `_Quantity`, labelled as in the whole quantity."""
+
+    def __init__(self, quantity, elements):
+        self.name, self.shape = quantity.name, quantity.shape
+        self.draws = quantity.draws[:, :, elements]
+        self._quantity, self._elements = quantity, elements
+
+    def __len__(self):
+        return len(self._elements)
+
+    def label(self, element):
+        return self._quantity.label(int(self._elements[element]))
+
+
+def _evenly_spaced_subset(quantities, budget):
+    """Every scalar quantity, and evenly spaced elements (first and last included) of
+    each vector quantity, about `budget` scalars in all, split in proportion to size."""
+    scalars = sum(1 for q in quantities if len(q) == 1)
+    vector_total = sum(len(q) for q in quantities if len(q) > 1)
+    share = max(budget - scalars, 0) / vector_total if vector_total else 0.0
+    subset = []
+    for quantity in quantities:
+        if len(quantity) == 1:
+            subset.append(quantity)
+            continue
+        keep = min(len(quantity), max(2, int(round(share * len(quantity)))))
+        elements = np.unique(np.linspace(0, len(quantity) - 1, keep).round().astype(np.intp))
+        subset.append(_Elements(quantity, elements))
+    return subset
 
 
 def _check_convergence(table, n_chains, max_rhat, min_ess_per_chain):
@@ -432,6 +467,16 @@ def _check_convergence(table, n_chains, max_rhat, min_ess_per_chain):
             "threshold": threshold,
         }
         findings.append(Finding("ess", WARNING, message, advice, details))
+    if len(table) < table.total:
+        message = (
+            f"R-hat and ESS were computed for {len(table):,} of the {table.total:,} scalar "
+            "quantities: every scalar quantity and evenly spaced elements of each vector."
+        )
+        advice = "Call checks(fit) (or fit.checks()) without max_quantities to check them all."
+        findings.append(
+            Finding("subset", INFO, message, advice,
+                    {"checked": len(table), "total": table.total})
+        )
     nonfinite = table.labels(np.flatnonzero(~table.finite))
     if nonfinite:
         message = (
@@ -464,6 +509,7 @@ def checks(
     max_treedepth_share=0.05,
     min_chains=4,
     var_names=None,
+    max_quantities=None,
 ):
     """Check a finished run the way Stan's ``diagnose`` and PyMC do, with advice.
 
@@ -482,6 +528,8 @@ def checks(
     - ``rhat`` (warning): quantities whose rank-normalised R-hat exceeds `max_rhat`.
     - ``ess`` (warning): quantities whose bulk or tail ESS is below
       ``min_ess_per_chain * chains``.
+    - ``subset`` (info): R-hat and ESS were computed for only `max_quantities` of
+      the scalars.
     - ``nonfinite`` (warning): quantities with NaN or infinite draws.
     - ``chains`` (info): fewer than `min_chains` chains.
 
@@ -505,6 +553,11 @@ def checks(
     min_chains : int, default 4
     var_names : sequence of str, optional
         Posterior quantities to check for R-hat and ESS (default all).
+    max_quantities : int, optional
+        Compute R-hat and ESS for at most about this many scalars: every scalar
+        quantity and evenly spaced elements of each vector quantity (an info finding
+        ``subset`` says so). ``uturn.sample`` uses this to keep its automatic checks
+        of a model with 100,000 coordinates to a fraction of a second; default all.
 
     Returns
     -------
@@ -530,7 +583,7 @@ def checks(
     n_chains = _chain_count(fit, stats, settings)
     posterior = getattr(fit, "posterior", None)
     if posterior is not None:
-        table = _Convergence(_posterior_of(fit), var_names)
+        table = _Convergence(_posterior_of(fit), var_names, max_quantities)
         findings += _check_convergence(table, n_chains or 1, max_rhat, min_ess_per_chain)
     if n_chains is not None and n_chains < min_chains:
         message = f"Only {n_chains} chain{'s were' if n_chains != 1 else ' was'} run."

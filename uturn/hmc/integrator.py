@@ -98,10 +98,10 @@ def leapfrog(logp_grad, q, p, grad, p_sharp, step_size, inv_metric):
     dim = q.shape[0]
     if inv_metric.shape[0] == 1:
         # Diagonal metric: each half of the step is one fused pass over the vectors.
+        # p_sharp at the half step is not needed: the second pass recomputes it.
         for i in range(dim):
             p[i] += half_step * grad[i]
-            p_sharp[i] = inv_metric[0, i] * p[i]
-            q[i] += step_size * p_sharp[i]
+            q[i] += step_size * (inv_metric[0, i] * p[i])
         logp = logp_grad(q, grad)
         twice_kinetic = 0.0
         for i in range(dim):

@@ -184,8 +184,7 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
             # the call cost ~40 ns a step.
             for i in range(dim):
                 p[i] += half_step * grad[i]
-                p_sharp[i] = inv_metric[0, i] * p[i]
-                q[i] += signed_step * p_sharp[i]
+                q[i] += signed_step * (inv_metric[0, i] * p[i])
             logp = logp_grad(q, grad)
             twice_kinetic = 0.0
             for i in range(dim):
