@@ -38,12 +38,11 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
-from scipy.fft import irfft, next_fast_len, rfft
-from scipy.special import ndtri
 
 from ._common import (
     MIN_DRAWS_PER_CHAIN,
     _normal_scores_without_ties,
+    ndtri,
     enough_draws,
     is_constant,
     rank_normalize,
@@ -811,6 +810,7 @@ def _fft_autocovariances(centered, n_lags):
     scale = 1.0 / (n_chains * n_draws)
     # Zero padding to N + n_lags - 1 makes the circular correlation at lags below
     # n_lags the linear one; the chains' power spectra are summed before inverting.
+    from scipy.fft import irfft, next_fast_len, rfft  # 0.2 s to import: on first use
     padded = next_fast_len(n_draws + n_lags - 1, real=True)
     spectrum = rfft(centered, n=padded, axis=2)
     squares = spectrum.view(np.float64)

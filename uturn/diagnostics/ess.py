@@ -10,7 +10,6 @@ bulk and tail ESS (Vehtari et al. 2021).
 import math
 
 import numpy as np
-from scipy.fft import irfft, next_fast_len, rfft
 
 from ._common import (
     MIN_DRAWS_PER_CHAIN,
@@ -72,6 +71,7 @@ def _mean_autocovariance(centered, n_lags, known=None):
         known = np.empty(0) if known is None else known
         extra = _direct_autocovariance_sums(centered, known.size, n_lags) / (n_chains * n_draws)
         return np.concatenate([known, extra])
+    from scipy.fft import irfft, next_fast_len, rfft  # 0.2 s to import: on first use
     padded = next_fast_len(n_draws + n_lags - 1, real=True)
     spectrum = rfft(centered, n=padded, axis=1)
     power = spectrum.real**2 + spectrum.imag**2

@@ -9,7 +9,6 @@ array is one chain.
 import math
 
 import numpy as np
-from scipy.special import ndtr
 
 from ._common import as_draws, split_chains, too_short_to_split
 from .ess import _check_probability, _ess_of_chains, _ess_of_indicator
@@ -17,7 +16,8 @@ from .ess import _check_probability, _ess_of_chains, _ess_of_indicator
 __all__ = ["mcse_mean", "mcse_sd", "mcse_quantile"]
 
 # Probabilities of a standard normal beyond -1 and +1 sd: the ends of a +/- 1 sd interval.
-_ONE_SD_PROBABILITIES = (float(ndtr(-1.0)), float(ndtr(1.0)))
+_ONE_SD_PROBABILITIES = (0.5 * math.erfc(1.0 / math.sqrt(2.0)),
+                         0.5 * math.erfc(-1.0 / math.sqrt(2.0)))
 
 
 def mcse_mean(x):
