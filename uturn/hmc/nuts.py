@@ -61,13 +61,32 @@ def nuts_workspace(dim, max_treedepth):
     ``proposal`` (2, dim): q and grad of the current subtree's proposal;
     ``sums`` (4, dim): rho of the trajectory, rho of the subtree being built,
     p and p_sharp at the old trajectory's end next to the new subtree;
-    ``stack`` (5, max_treedepth, dim): the pending left halves' first p, first
-    p_sharp, last p, last p_sharp and momentum sum;
+    ``stack`` (5, max_treedepth + 1, dim): rows 0-1 hold p and p_sharp of the
+    leaves that begin pending spans, in slot :func:`_begin_slot`; rows 2-4 hold the
+    last p, last p_sharp and momentum sum of the left half pending at each level;
     ``divergence_point`` (dim,): where the last divergent trajectory blew up.
     """
     levels = max(max_treedepth, 1)
     return (np.zeros((8, dim)), np.zeros((2, dim)), np.zeros((4, dim)),
-            np.zeros((5, levels, dim)), np.full(dim, np.nan))
+            np.zeros((5, levels + 1, dim)), np.full(dim, np.nan))
+
+
+@njit(**JIT_OPTIONS)
+def _begin_slot(leaf, first_slot):
+    """Where leaf ``leaf`` of a subtree keeps its p and p_sharp while a span that it
+    begins is pending: its number of trailing zero bits (``first_slot`` for leaf 0).
+
+    A pending left half at level k begins at a leaf with at least k + 1 trailing zeros,
+    and every leaf after it, up to the end of its right half, has at most k: so no
+    later leaf overwrites the slot before the merge reads it, and no state is copied
+    from level to level as the spans grow.
+    """
+    if leaf == 0:
+        return first_slot
+    slot = 0
+    while not (leaf >> slot) & 1:
+        slot += 1
+    return slot
 
 
 @njit(**JIT_OPTIONS)
@@ -121,23 +140,34 @@ def _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho,
 
 
 @njit(**JIT_OPTIONS)
-def _no_u_turn_merging(stack, level, p_begin, p_sharp_begin, p_sharp_end, rho_new):
-    """:func:`_no_u_turn_across` for the left half pending at ``stack[:, level]``
-    (begin p_sharp, end p and p_sharp, momentum sum) and the right half that ends at
-    the current state; ``rho_new`` (the right half's sum) becomes the merged span's.
-    Indexes the stack directly: building row views here cost more than the checks.
+def _no_u_turn_merging(stack, left_begin, left_end, p_begin, p_sharp_begin, p_sharp_end,
+                       rho_new):
+    """:func:`_no_u_turn_across` for a pending left half and the right half that ends
+    at the current state. ``stack[1, left_begin]`` is p_sharp at the left half's first
+    state; ``stack[2:5, left_end]`` its last p, last p_sharp and momentum sum (for a
+    one-leaf left half pass ``left_end = -1``: all three come from its begin slot);
+    ``rho_new`` (the right half's sum) becomes the merged span's. Indexes the stack
+    directly: building row views here cost more than the checks.
     """
     extended_left_begin = extended_left_next = 0.0
     extended_right_prev = extended_right_end = 0.0
     merged_begin = merged_end = 0.0
+    one_leaf = left_end < 0
     for i in range(rho_new.shape[0]):
-        rho_left = stack[4, level, i]
-        p_sharp_left_begin = stack[1, level, i]
+        p_sharp_left_begin = stack[1, left_begin, i]
+        if one_leaf:
+            rho_left = stack[0, left_begin, i]
+            p_left_end = rho_left
+            p_sharp_left_end = p_sharp_left_begin
+        else:
+            rho_left = stack[4, left_end, i]
+            p_left_end = stack[2, left_end, i]
+            p_sharp_left_end = stack[3, left_end, i]
         span = rho_left + p_begin[i]
         extended_left_begin += p_sharp_left_begin * span
         extended_left_next += p_sharp_begin[i] * span
-        span = rho_new[i] + stack[2, level, i]
-        extended_right_prev += stack[3, level, i] * span
+        span = rho_new[i] + p_left_end
+        extended_right_prev += p_sharp_left_end * span
         extended_right_end += p_sharp_end[i] * span
         span = rho_left + rho_new[i]
         rho_new[i] = span
@@ -156,8 +186,8 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     p_sharp), which is advanced in place and ends at the subtree's last state.
 
     On return ``proposal`` holds the subtree's multinomial proposal (q, grad) and
-    ``rho_subtree`` its momentum sum; the subtree's first state is at
-    ``stack[0:2, depth - 1]`` (or the end state itself when ``depth == 0``).
+    ``rho_subtree`` its momentum sum; p and p_sharp of the subtree's first state are
+    at ``stack[0:2, -1]``.
 
     Returns
     -------
@@ -167,6 +197,7 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     dim = q.shape[0]
     diagonal = inv_metric.shape[0] == 1
     half_step = 0.5 * signed_step
+    first_slot = stack.shape[1] - 1
     # The weights exp(H0 - H) are summed on a linear scale, relative to
     # exp(weight_scale): one exp per leaf instead of a log-sum-exp (~40 ns). The
     # scale moves only when a weight would overflow, i.e. at a state e^230 times
@@ -231,32 +262,36 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
             proposal_logp = logp
             proposal_energy = energy
 
-        # Merge every pending left half that this leaf completes (one per trailing
+        if not leaf & 1:  # an even leaf begins spans: keep its state until they merge
+            slot = _begin_slot(leaf, first_slot)
+            for i in range(dim):
+                stack[0, slot, i] = p[i]
+                stack[1, slot, i] = p_sharp[i]
+            if n_leaves == 1:
+                for i in range(dim):
+                    rho_subtree[i] = p[i]
+            continue
+
+        # Merge every pending left half that this odd leaf completes (one per trailing
         # one bit of `leaf`); `rho_subtree` holds the right half's momentum sum.
         for i in range(dim):
             rho_subtree[i] = p[i]
         level = 0
         while (leaf >> level) & 1:
-            if level == 0:  # the right half is this leaf alone
-                persist = _no_u_turn_merging(stack, 0, p, p_sharp, p_sharp, rho_subtree)
+            left_begin = _begin_slot(leaf + 1 - (2 << level), first_slot)
+            if level == 0:  # both halves are single leaves
+                persist = _no_u_turn_merging(stack, left_begin, -1, p, p_sharp, p_sharp,
+                                             rho_subtree)
             else:
-                persist = _no_u_turn_merging(stack, level, stack[0, level - 1],
-                                             stack[1, level - 1], p_sharp, rho_subtree)
+                right_begin = _begin_slot(leaf + 1 - (1 << level), first_slot)
+                persist = _no_u_turn_merging(stack, left_begin, level, stack[0, right_begin],
+                                             stack[1, right_begin], p_sharp, rho_subtree)
             if not persist:
                 return (TURNING, _log_total(sum_weight, weight_scale), proposal_logp,
                         proposal_energy, leaf + 1, sum_metropolis_prob,
                         max_energy_error)
             level += 1
         if level < depth:  # the merged span is now a left half waiting at `level`
-            # Its first state is this leaf's, or that of the left half it absorbed.
-            if level == 0:
-                for i in range(dim):
-                    stack[0, 0, i] = p[i]
-                    stack[1, 0, i] = p_sharp[i]
-            else:
-                for i in range(dim):
-                    stack[0, level, i] = stack[0, level - 1, i]
-                    stack[1, level, i] = stack[1, level - 1, i]
             for i in range(dim):
                 stack[2, level, i] = p[i]
                 stack[3, level, i] = p_sharp[i]
@@ -364,11 +399,7 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
         log_sum_weight = _logaddexp(log_sum_weight, log_sum_weight_subtree)
 
         # No-U-turn checks across the merge of the old trajectory and the subtree.
-        if depth == 1:
-            subtree_begin_p, subtree_begin_p_sharp = p_end, p_sharp_end
-        else:
-            subtree_begin_p = stack_begin_p[depth - 2]
-            subtree_begin_p_sharp = stack_begin_p_sharp[depth - 2]
+        subtree_begin_p, subtree_begin_p_sharp = stack_begin_p[-1], stack_begin_p_sharp[-1]
         if not _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho, subtree_begin_p,
                                  subtree_begin_p_sharp, p_sharp_end, rho_subtree):
             break
