@@ -413,3 +413,15 @@ def test_checks_max_quantities_subsets_vectors_and_says_so():
     assert findings["rhat"].details["names"] == ["x[100]"]
     everything = {f.kind: f for f in diag.checks(fit)}
     assert "subset" not in everything and everything["rhat"].details["names"] == ["x[100]"]
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 40, 333, 4000])
+def test_binomial_upper_tail_matches_scipy(k):
+    from scipy.stats import binom
+
+    from uturn.diagnostics.checks import _binomial_upper_tail
+
+    for n in sorted({0, 1, k // 4, k // 2, (3 * k) // 4, k - 1, k, k + 1}):
+        expected = float(binom.sf(n - 1, k, 0.25))
+        got = _binomial_upper_tail(n, k, 0.25)
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-300), (n, k)
