@@ -329,7 +329,7 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
     all_stats = np.zeros((chains, tune + draws, n_stats))
     outputs = [dict(draws=all_draws[c],
                     stats=all_stats[c],
-                    divergence_points=np.full((slots, dim), np.nan),
+                    divergence_points=np.zeros((slots, dim)),  # calloc: untouched, unpaid
                     progress=np.zeros(3, dtype=np.int64),
                     result=np.zeros(2),
                     inv_metric=initial_inv_metric.copy())
