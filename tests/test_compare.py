@@ -1,0 +1,129 @@
+"""Smoke test of the peer benchmark harness (benchmarks/compare.py) with uturn alone.
+
+No peer needs to be installed: a peer that is missing must be reported as skipped,
+not crash the run. The whole file takes about 10-15 s (two worker processes, two
+fresh first-call processes and the exact posterior at J = 1,000).
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:     # benchmarks/ is not installed; it lives beside uturn/
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import compare, peers, report, workloads  # noqa: E402
+
+
+def _cells(markdown, first_cell):
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {first_cell} |")]
+    assert len(rows) == 1, f"expected one row for {first_cell!r} in:\n{markdown}"
+    return [cell.strip() for cell in rows[0].strip().strip("|").split("|")]
+
+
+def _number(cell):
+    return float(cell.split()[0].replace(",", "").rstrip("×"))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick run: uturn, and Stan declared missing whatever is installed."""
+    out = tmp_path_factory.mktemp("compare")
+    missing = peers.missing_packages
+    compare.peers.missing_packages = lambda name: ["stan"] if name == "stan" else missing(name)
+    try:
+        result = compare.main(["--quick", "--samplers", "uturn,stan", "--first-call", "all",
+                               "--out", str(out)])
+    finally:
+        compare.peers.missing_packages = missing
+    return result, out
+
+
+def test_quick_run_writes_the_report_with_the_expected_rows(quick_run):
+    result, out = quick_run
+    markdown = (out / "RESULTS.md").read_text()
+    assert markdown.startswith(result["markdown"][:200])
+    for heading in ("# uturn against its peers", "### eight_schools_nc", "## Goals (issue 6)",
+                    "## Notes"):
+        assert heading in markdown
+    for header in ("- Command: `python -m benchmarks.compare --quick", "- Machine: ",
+                   "- Versions: python ", "- Date: "):
+        assert header in markdown
+
+    cells = _cells(markdown, "uturn")
+    assert len(cells) == len(report.COLUMNS)
+    columns = dict(zip([c.format(q="log_tau") for c in report.COLUMNS], cells))
+    assert 0 < _number(columns["first call (s)"]) < 60
+    assert 0 < _number(columns["sampling time (s): median (min–max)"]) < 10
+    assert _number(columns["ESS_bulk log_tau"]) > 20
+    assert _number(columns["ESS_bulk/s"]) > 0
+    assert _number(columns["time / own limit"]) >= 1.0     # nothing beats bare gradients
+    assert len(columns["divergences"].split(",")) == 2     # one per repeat
+    assert all(abs(float(z)) < 6 for z in columns["E[log_tau] error (MCSE)"].split(","))
+
+    limit = _cells(markdown, "**physical limit**")
+    assert limit[-4] == "1.0×"
+    assert "stan: skipped: not installed (stan)" in markdown
+    assert "First call (fresh process, empty model caches):" in markdown
+    assert "ArviZ" in markdown
+
+
+def test_quick_run_returns_numbers_from_uturn_diagnostics(quick_run):
+    result, _ = quick_run
+    measured = result["workloads"]["eight_schools_nc"]
+    runs = measured["results"]["uturn"].runs
+    assert len(runs) == 2
+    for run in runs:
+        assert run["gradients_sampling"] > 0 and run["gradients_warmup"] > 0
+        assert run["gradients_extra"] >= 0            # uturn's step-size searches
+        assert run["min_ess_bulk"] <= run["ess_bulk"]
+        if run["arviz_ess_bulk"] is not None:
+            assert run["arviz_ess_bulk"] == pytest.approx(run["ess_bulk"], rel=1e-6)
+    assert measured["gradient_ns"] > 0
+    assert measured["exact"] == workloads.get("eight_schools_nc").exact_mean()
+    assert measured["results"]["stan"].runs == []
+
+
+def test_quick_run_draws_the_chart(quick_run):
+    pytest.importorskip("matplotlib")
+    result, out = quick_run
+    assert (out / "ess_per_second.png").stat().st_size > 1000
+    assert "ess_per_second.png" in (out / "RESULTS.md").read_text()
+
+
+def test_script_entry_point_runs():
+    # ``python benchmarks/compare.py`` must find the package from the script's directory.
+    done = subprocess.run([sys.executable, "benchmarks/compare.py", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--samplers" in done.stdout
+
+
+def test_exact_mean_log_tau_agrees_with_exact_posterior():
+    from uturn.models import exact_posterior
+    y, sigma = workloads.simulated_groups(1000, seed=0)
+    reference = exact_posterior(y, sigma)["posterior"]["log_tau"]["mean"]
+    assert workloads.exact_mean_log_tau(y, sigma) == pytest.approx(reference, abs=1e-8)
+    eight = workloads.get("eight_schools_nc")
+    assert workloads.exact_mean_log_tau(eight.y, eight.sigma) == pytest.approx(
+        0.8021392107784913, abs=1e-8)
+
+
+def test_workloads_put_every_sampler_in_uturns_coordinates():
+    large = workloads.get("hier_nc_100000")
+    assert large.dim == 100_002 and not large.all_monitored
+    assert large.monitored[:2].tolist() == [0, 1] and large.monitored.size == 1002
+    names = large.coordinate_names()
+    assert names[:3] == ["mu", "log_tau", "nu[0]"] and names[-1] == "nu[99999]"
+    centered = workloads.get("eight_schools_c")
+    assert centered.coordinate_names()[2] == "theta[0]"
+    rng = np.random.default_rng(0)
+    mu, log_tau = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    group = rng.normal(size=(2, 3, 8))
+    selected = centered.select(mu=mu, log_tau=log_tau, group=group)
+    assert selected.shape == (2, 3, 10)
+    np.testing.assert_array_equal(selected[..., 1], log_tau)
+    np.testing.assert_array_equal(selected[..., 2:], group)
