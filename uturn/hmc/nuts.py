@@ -29,7 +29,11 @@ The binary tree is built iteratively, leaf by leaf, so that numba needs no
 recursion: after leaf ``n`` (0-based within the subtree) the subtrees that end at
 ``n`` are merged, one per trailing one bit of ``n``. Level ``k`` of the
 ``stack`` array holds the left half (``2^k`` states) waiting for its right
-half: its first and last momentum and ``p_sharp``, and its momentum sum.
+half: its last momentum and ``p_sharp``, and its momentum sum. Its first state
+is the even leaf it began at, kept once in the slot numbered by that leaf's
+trailing zero bits (no later leaf of the span has as many), so nothing is copied
+from level to level as spans grow. Every merge checks the three no-U-turn
+criteria in one pass over the vectors.
 
 References
 ----------
