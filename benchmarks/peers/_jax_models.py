@@ -9,6 +9,15 @@ import math
 import numpy as np
 
 
+def host_devices_env(config):
+    """One XLA host device per chain for ``pmap``; jax reads this once, at import, so
+    the worker sets it before importing jax (BlackJAX and NumPyro alike)."""
+    import os
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={config.chains}"
+            .strip()}
+
+
 def jax_logdensity(workload):
     """A pure JAX function of the flat unconstrained position (imports jax)."""
     import jax.numpy as jnp

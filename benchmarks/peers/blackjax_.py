@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from . import RunOutput
-from ._jax_models import jax_logdensity
+from ._jax_models import host_devices_env, jax_logdensity
 
 LABEL = "BlackJAX (pmap)"
 REQUIRES = ("blackjax", "jax")
@@ -18,11 +18,7 @@ PRIME_CACHE = False    # jax has no persistent compilation cache unless configur
 
 
 def env(config):
-    """One XLA host device per chain for ``pmap``; jax reads this once, at import."""
-    import os
-    flags = os.environ.get("XLA_FLAGS", "")
-    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={config.chains}"
-            .strip()}
+    return host_devices_env(config)
 
 
 def skip_reason(workload, config, full):

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from . import RunOutput
+from ._jax_models import host_devices_env
 
 LABEL = "NumPyro (pmap)"
 REQUIRES = ("numpyro", "jax")
@@ -23,11 +24,7 @@ _FIELDS = ("num_steps", "diverging")
 
 
 def env(config):
-    """One XLA host device per chain for ``pmap``; jax reads this once, at import."""
-    import os
-    flags = os.environ.get("XLA_FLAGS", "")
-    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={config.chains}"
-            .strip()}
+    return host_devices_env(config)
 
 
 def skip_reason(workload, config, full):
