@@ -244,7 +244,7 @@ def _check_divergences(fit, stats, settings):
         names = getattr(fit, "names", None)
         if names is not None and len(names) != np.shape(unconstrained)[2]:
             names = None
-        points = stats.get("divergence_point")
+        points = (getattr(fit, "stats", None) or {}).get("divergence_point")
         if points is not None and np.shape(points) != np.shape(unconstrained):
             points = None  # a malformed stat should not stop the other checks
         locations = divergence_locations(unconstrained, flags, names, points)
@@ -590,7 +590,10 @@ def checks(
     Betancourt, M. (2017). A conceptual introduction to Hamiltonian Monte Carlo.
     arXiv:1701.02434 (divergences).
     """
-    stats = dict(getattr(fit, "stats", None) or {})
+    raw_stats = getattr(fit, "stats", None) or {}
+    # Every statistic but divergence_point: a Fit builds that (chains, draws, dim) array,
+    # as large as the draws, when it is read, and only a run with divergences needs it.
+    stats = {name: raw_stats[name] for name in raw_stats if name != "divergence_point"}
     settings = dict(getattr(fit, "settings", None) or {})
     findings = []
     findings += _check_divergences(fit, stats, settings)
