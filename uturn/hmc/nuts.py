@@ -118,7 +118,7 @@ def _log_total(sum_weight, weight_scale):
 
 @njit(**INLINED)
 def _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho,
-                      p_begin, p_sharp_begin, p_sharp_end, rho_new):
+                      p_begin, p_sharp_begin, p_sharp_end, rho_new, inv_metric):
     """The three no-U-turn checks of joining a span (momentum sum ``rho``, far end
     ``p_sharp_far``, near end ``p_near``/``p_sharp_near``) to a new span that starts
     next to its near end (``p_begin``/``p_sharp_begin``) and ends at ``p_sharp_end``
@@ -129,21 +129,27 @@ def _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho,
     3. the joined span, whose momentum sum ``rho + rho_new`` is written to ``rho``.
 
     True means "keep going" (every criterion ``p_sharp . rho > 0`` at both ends).
+    With a diagonal ``inv_metric`` the ``p_sharp_*`` arguments are the momenta
+    themselves and are scaled here (see :func:`_build_subtree`).
     """
+    diagonal = inv_metric.shape[0] == 1
     extended_old_far = extended_old_begin = 0.0
     extended_new_near = extended_new_end = 0.0
     joined_far = joined_end = 0.0
     for i in range(rho.shape[0]):
+        scale = inv_metric[0, i] if diagonal else 1.0
+        sharp_far = scale * p_sharp_far[i]
+        sharp_end = scale * p_sharp_end[i]
         span = rho[i] + p_begin[i]
-        extended_old_far += p_sharp_far[i] * span
-        extended_old_begin += p_sharp_begin[i] * span
+        extended_old_far += sharp_far * span
+        extended_old_begin += (scale * p_sharp_begin[i]) * span
         span = rho_new[i] + p_near[i]
-        extended_new_near += p_sharp_near[i] * span
-        extended_new_end += p_sharp_end[i] * span
+        extended_new_near += (scale * p_sharp_near[i]) * span
+        extended_new_end += sharp_end * span
         span = rho[i] + rho_new[i]
         rho[i] = span
-        joined_far += p_sharp_far[i] * span
-        joined_end += p_sharp_end[i] * span
+        joined_far += sharp_far * span
+        joined_end += sharp_end * span
     return (extended_old_far > 0.0 and extended_old_begin > 0.0
             and extended_new_near > 0.0 and extended_new_end > 0.0
             and joined_far > 0.0 and joined_end > 0.0)
@@ -151,20 +157,28 @@ def _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho,
 
 @njit(**INLINED)
 def _no_u_turn_merging(stack, left_begin, left_end, p_begin, p_sharp_begin, p_sharp_end,
-                       rho_new):
+                       rho_right, rho_merged, inv_metric):
     """:func:`_no_u_turn_across` for a pending left half and the right half that ends
     at the current state. ``stack[1, left_begin]`` is p_sharp at the left half's first
     state; ``stack[2:5, left_end]`` its last p, last p_sharp and momentum sum (for a
     one-leaf left half pass ``left_end = -1``: all three come from its begin slot);
-    ``rho_new`` (the right half's sum) becomes the merged span's. Indexes the stack
-    directly: building row views here cost more than the checks.
+    the right half's momentum sum ``rho_right`` plus the left's is written to
+    ``rho_merged`` (the same array, or the right half's one leaf and the output).
+    With a diagonal ``inv_metric`` no p_sharp is stored: the ``p_sharp_*`` arguments
+    are momenta and p_sharp is formed here as ``inv_metric * p``, which reads fewer
+    vectors than storing it. Indexes the stack directly: building row views here
+    cost more than the checks.
     """
+    diagonal = inv_metric.shape[0] == 1
+    sharp_begin_row = 0 if diagonal else 1
+    sharp_end_row = 2 if diagonal else 3
     extended_left_begin = extended_left_next = 0.0
     extended_right_prev = extended_right_end = 0.0
     merged_begin = merged_end = 0.0
     one_leaf = left_end < 0
-    for i in range(rho_new.shape[0]):
-        p_sharp_left_begin = stack[1, left_begin, i]
+    for i in range(rho_merged.shape[0]):
+        scale = inv_metric[0, i] if diagonal else 1.0
+        p_sharp_left_begin = scale * stack[sharp_begin_row, left_begin, i]
         if one_leaf:
             rho_left = stack[0, left_begin, i]
             p_left_end = rho_left
@@ -172,17 +186,19 @@ def _no_u_turn_merging(stack, left_begin, left_end, p_begin, p_sharp_begin, p_sh
         else:
             rho_left = stack[4, left_end, i]
             p_left_end = stack[2, left_end, i]
-            p_sharp_left_end = stack[3, left_end, i]
+            p_sharp_left_end = scale * stack[sharp_end_row, left_end, i]
+        sharp_end = scale * p_sharp_end[i]
+        rho_new = rho_right[i]
         span = rho_left + p_begin[i]
         extended_left_begin += p_sharp_left_begin * span
-        extended_left_next += p_sharp_begin[i] * span
-        span = rho_new[i] + p_left_end
+        extended_left_next += (scale * p_sharp_begin[i]) * span
+        span = rho_new + p_left_end
         extended_right_prev += p_sharp_left_end * span
-        extended_right_end += p_sharp_end[i] * span
-        span = rho_left + rho_new[i]
-        rho_new[i] = span
+        extended_right_end += sharp_end * span
+        span = rho_left + rho_new
+        rho_merged[i] = span
         merged_begin += p_sharp_left_begin * span
-        merged_end += p_sharp_end[i] * span
+        merged_end += sharp_end * span
     return (extended_left_begin > 0.0 and extended_left_next > 0.0
             and extended_right_prev > 0.0 and extended_right_end > 0.0
             and merged_begin > 0.0 and merged_end > 0.0)
@@ -208,6 +224,9 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     diagonal = inv_metric.shape[0] == 1
     half_step = 0.5 * signed_step
     first_slot = stack.shape[1] - 1
+    # A diagonal metric keeps no p_sharp: it is inv_metric * p wherever it is used.
+    sharp = p if diagonal else p_sharp
+    sharp_begin_row = 0 if diagonal else 1
     # The weights exp(H0 - H) are summed on a linear scale, relative to
     # exp(weight_scale): one exp per leaf instead of a log-sum-exp (~40 ns). The
     # scale moves only when a weight would overflow, i.e. at a state e^230 times
@@ -228,10 +247,9 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                 q[i] += signed_step * (inv_metric[0, i] * p[i])
             logp = logp_grad(q, grad)
             twice_kinetic = 0.0
-            for i in range(dim):
+            for i in range(dim):  # p_sharp = inv_metric * p is formed where it is used
                 p[i] += half_step * grad[i]
-                p_sharp[i] = inv_metric[0, i] * p[i]
-                twice_kinetic += p[i] * p_sharp[i]
+                twice_kinetic += p[i] * (inv_metric[0, i] * p[i])
             kinetic = 0.5 * twice_kinetic
         else:
             logp, kinetic = leapfrog(logp_grad, q, p, grad, p_sharp, signed_step,
@@ -276,26 +294,28 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
             slot = _begin_slot(leaf, first_slot)
             for i in range(dim):
                 stack[0, slot, i] = p[i]
-                stack[1, slot, i] = p_sharp[i]
+            if not diagonal:
+                for i in range(dim):
+                    stack[1, slot, i] = p_sharp[i]
             if n_leaves == 1:
                 for i in range(dim):
                     rho_subtree[i] = p[i]
             continue
 
         # Merge every pending left half that this odd leaf completes (one per trailing
-        # one bit of `leaf`); `rho_subtree` holds the right half's momentum sum.
-        for i in range(dim):
-            rho_subtree[i] = p[i]
+        # one bit of `leaf`); `rho_subtree` becomes the merged span's momentum sum.
         level = 0
         while (leaf >> level) & 1:
             left_begin = _begin_slot(leaf + 1 - (2 << level), first_slot)
-            if level == 0:  # both halves are single leaves
-                persist = _no_u_turn_merging(stack, left_begin, -1, p, p_sharp, p_sharp,
-                                             rho_subtree)
+            if level == 0:  # both halves are single leaves; the right one is this leaf
+                persist = _no_u_turn_merging(stack, left_begin, -1, p, sharp, sharp, p,
+                                             rho_subtree, inv_metric)
             else:
                 right_begin = _begin_slot(leaf + 1 - (1 << level), first_slot)
-                persist = _no_u_turn_merging(stack, left_begin, level, stack[0, right_begin],
-                                             stack[1, right_begin], p_sharp, rho_subtree)
+                persist = _no_u_turn_merging(
+                    stack, left_begin, level, stack[0, right_begin],
+                    stack[sharp_begin_row, right_begin], sharp, rho_subtree, rho_subtree,
+                    inv_metric)
             if not persist:
                 return (TURNING, _log_total(sum_weight, weight_scale), proposal_logp,
                         proposal_energy, leaf + 1, sum_metropolis_prob,
@@ -304,8 +324,10 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
         if level < depth:  # the merged span is now a left half waiting at `level`
             for i in range(dim):
                 stack[2, level, i] = p[i]
-                stack[3, level, i] = p_sharp[i]
                 stack[4, level, i] = rho_subtree[i]
+            if not diagonal:
+                for i in range(dim):
+                    stack[3, level, i] = p_sharp[i]
     return (VALID, _log_total(sum_weight, weight_scale), proposal_logp, proposal_energy,
             n_leaves, sum_metropolis_prob, max_energy_error)
 
@@ -345,6 +367,7 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
     rho, rho_subtree, p_near, p_sharp_near = sums[0], sums[1], sums[2], sums[3]
     stack_begin_p, stack_begin_p_sharp = stack[0], stack[1]
     dim = q.shape[0]
+    diagonal = inv_metric.shape[0] == 1
 
     draw_momentum(rng, metric_factor, p_fwd)
     velocity(inv_metric, p_fwd, p_sharp_fwd)
@@ -374,15 +397,17 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
         forward = rng.random() > 0.5
         if forward:
             q_end, p_end, grad_end, p_sharp_end = q_fwd, p_fwd, grad_fwd, p_sharp_fwd
-            p_sharp_far = p_sharp_bck
+            p_far, p_sharp_far = p_bck, p_sharp_bck
             signed_step = step_size
         else:
             q_end, p_end, grad_end, p_sharp_end = q_bck, p_bck, grad_bck, p_sharp_bck
-            p_sharp_far = p_sharp_fwd
+            p_far, p_sharp_far = p_fwd, p_sharp_fwd
             signed_step = -step_size
         for i in range(dim):
             p_near[i] = p_end[i]
-            p_sharp_near[i] = p_sharp_end[i]
+        if not diagonal:
+            for i in range(dim):
+                p_sharp_near[i] = p_sharp_end[i]
 
         (status, log_sum_weight_subtree, proposal_logp, proposal_energy, steps,
          metropolis_prob, subtree_max_error) = _build_subtree(
@@ -410,8 +435,14 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
 
         # No-U-turn checks across the merge of the old trajectory and the subtree.
         subtree_begin_p, subtree_begin_p_sharp = stack_begin_p[-1], stack_begin_p_sharp[-1]
-        if not _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho, subtree_begin_p,
-                                 subtree_begin_p_sharp, p_sharp_end, rho_subtree):
+        if diagonal:  # no p_sharp is kept (see _build_subtree): pass the momenta
+            persist = _no_u_turn_across(p_far, p_near, p_near, rho, subtree_begin_p,
+                                        subtree_begin_p, p_end, rho_subtree, inv_metric)
+        else:
+            persist = _no_u_turn_across(p_sharp_far, p_near, p_sharp_near, rho,
+                                        subtree_begin_p, subtree_begin_p_sharp, p_sharp_end,
+                                        rho_subtree, inv_metric)
+        if not persist:
             break
 
     acceptance_rate = sum_metropolis_prob / n_steps if n_steps > 0 else 0.0
