@@ -415,6 +415,65 @@ def test_checks_max_quantities_subsets_vectors_and_says_so():
     assert "subset" not in everything and everything["rhat"].details["names"] == ["x[100]"]
 
 
+def test_checks_max_quantities_screens_every_element_for_the_worst():
+    """With a budget far below the size, the elements that do not mix are still found:
+    every element is screened, and those the screen flags get the full R-hat and ESS.
+    Here they sit between the evenly spaced elements an unscreened subset would take."""
+    from uturn.diagnostics.checks import _evenly_spaced_subset
+    from uturn.diagnostics.summary import _quantities
+
+    rng = np.random.default_rng(1)
+    chains, draws, size = 4, 1000, 1000
+    x = rng.standard_normal((chains, draws, size))
+    x[:, :, 37] += np.arange(chains)[:, None] * 1.0  # chains disagree: R-hat
+    sticky = np.zeros((chains, draws))
+    for t in range(1, draws):  # AR(1) with rho = 0.995: ESS about 10 of 4,000
+        sticky[:, t] = 0.995 * sticky[:, t - 1] + np.sqrt(1 - 0.995 ** 2) * rng.standard_normal(chains)
+    x[:, :, 581] = sticky
+    posterior = {"mu": rng.standard_normal((chains, draws)), "x": x}
+    evenly = _evenly_spaced_subset(list(_quantities(posterior, None)), 20)
+    assert not {37, 581} & set(evenly[1]._elements.tolist())  # the test is not vacuous
+    fit = SimpleNamespace(posterior=posterior, stats={}, settings={})
+    findings = {f.kind: f for f in diag.checks(fit, max_quantities=20)}
+    assert findings["subset"].details == {"checked": 20, "total": 1001}
+    assert "screen" in findings["subset"].message
+    assert "x[37]" in findings["rhat"].details["names"]
+    assert "x[581]" in findings["ess"].details["names"]
+
+
+def test_screen_is_the_classic_split_rhat_and_an_ar1_ess():
+    """The screen's R-hat is BDA3's split R-hat (eq. 11.4) of the draws or of their
+    folded distances, whichever is larger, computed here plainly; for AR(1) chains its
+    ESS agrees with Geyer's."""
+    from uturn.diagnostics.checks import _screen
+
+    rng = np.random.default_rng(2)
+    chains, draws, rho = 4, 2001, 0.8
+    x = np.empty((chains, draws, 3))
+    x[:, 0] = rng.standard_normal((chains, 3))
+    for t in range(1, draws):
+        x[:, t] = rho * x[:, t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal((chains, 3))
+    x[:, :, 1] = x[:, :, 1] * np.array([1.0, 1.0, 1.0, 3.0])[:, None] + 1e6  # far off zero
+    x[:, :, 2] += np.arange(chains)[:, None] * 0.5
+
+    def classic(values):
+        half = draws // 2
+        split = np.concatenate([values[:, :half], values[:, draws - half:]])
+        within = split.var(axis=1, ddof=1).mean()
+        var_plus = (half - 1) / half * within + split.mean(axis=1).var(ddof=1)
+        return np.sqrt(var_plus / within)
+
+    r_hat, ess = _screen(x)
+    kept = np.r_[0 : draws // 2, draws - draws // 2 : draws]  # the middle draw is dropped
+    for k in range(3):
+        folded = np.abs(x[:, :, k] - x[:, kept, k].mean())
+        assert r_hat[k] == pytest.approx(max(classic(x[:, :, k]), classic(folded)), rel=1e-9)
+    # For AR(1) chains the guess and Geyer's estimate of the mean's ESS agree (both
+    # near N (1 - rho) / (1 + rho) = 889, up to the sampling error of either).
+    assert abs(ess[0] / diag.ess_mean(x[:, :, 0]) - 1) < 0.05
+    assert r_hat[1] > 1.1 and r_hat[2] > 1.1 and r_hat[0] < 1.01
+
+
 @pytest.mark.parametrize("k", [1, 2, 7, 40, 333, 4000])
 def test_binomial_upper_tail_matches_scipy(k):
     from scipy.stats import binom
