@@ -100,20 +100,11 @@ def _begin_slot(leaf, first_slot):
 
 
 @njit(**INLINED)
-def _logaddexp(a, b):
-    if a == -np.inf:
-        return b
-    if b == -np.inf:
-        return a
-    if a > b:
-        return a + np.log1p(np.exp(b - a))
-    return b + np.log1p(np.exp(a - b))
-
-
-@njit(**INLINED)
-def _log_total(sum_weight, weight_scale):
-    """``log(sum_weight * exp(weight_scale))``, -inf for an empty sum."""
-    return np.log(sum_weight) + weight_scale if sum_weight > 0.0 else -np.inf
+def _rescaled(sum_weight, weight_scale, new_scale):
+    """``sum_weight * exp(weight_scale)`` expressed relative to ``exp(new_scale)``."""
+    if weight_scale == new_scale:
+        return sum_weight
+    return sum_weight * np.exp(weight_scale - new_scale)
 
 
 @njit(**INLINED)
@@ -217,8 +208,9 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
 
     Returns
     -------
-    (status, log_sum_weight, proposal_logp, proposal_energy, n_steps,
+    (status, sum_weight, weight_scale, proposal_logp, proposal_energy, n_steps,
      sum_metropolis_prob, max_energy_error)
+        The subtree's total weight is ``sum_weight * exp(weight_scale)``.
     """
     dim = q.shape[0]
     diagonal = inv_metric.shape[0] == 1
@@ -268,8 +260,8 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                 sum_metropolis_prob += np.exp(-energy_error)
             for i in range(dim):
                 divergence_point[i] = q[i]
-            return (DIVERGENT, _log_total(sum_weight, weight_scale), proposal_logp,
-                    proposal_energy, leaf + 1, sum_metropolis_prob, max_energy_error)
+            return (DIVERGENT, sum_weight, weight_scale, proposal_logp, proposal_energy,
+                    leaf + 1, sum_metropolis_prob, max_energy_error)
 
         log_weight = -energy_error
         if log_weight - weight_scale > 230.0:
@@ -317,9 +309,8 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                     stack[sharp_begin_row, right_begin], sharp, rho_subtree, rho_subtree,
                     inv_metric)
             if not persist:
-                return (TURNING, _log_total(sum_weight, weight_scale), proposal_logp,
-                        proposal_energy, leaf + 1, sum_metropolis_prob,
-                        max_energy_error)
+                return (TURNING, sum_weight, weight_scale, proposal_logp, proposal_energy,
+                        leaf + 1, sum_metropolis_prob, max_energy_error)
             level += 1
         if level < depth:  # the merged span is now a left half waiting at `level`
             for i in range(dim):
@@ -328,8 +319,7 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
             if not diagonal:
                 for i in range(dim):
                     stack[3, level, i] = p_sharp[i]
-    return (VALID, _log_total(sum_weight, weight_scale), proposal_logp, proposal_energy,
-            n_leaves, sum_metropolis_prob, max_energy_error)
+    return (VALID, sum_weight, weight_scale, proposal_logp, proposal_energy, n_leaves, sum_metropolis_prob, max_energy_error)
 
 
 @njit(**JIT_OPTIONS)
@@ -383,7 +373,10 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
 
     sample_logp = logp
     sample_energy = H0
-    log_sum_weight = 0.0  # the initial state has weight exp(H0 - H0) = 1
+    # The trajectory's total weight, sum_weight * exp(weight_scale), on the linear
+    # scale as in _build_subtree; the initial state has weight exp(H0 - H0) = 1.
+    sum_weight = 1.0
+    weight_scale = 0.0
     depth = 0
     n_steps = 0
     sum_metropolis_prob = 0.0
@@ -409,8 +402,8 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
             for i in range(dim):
                 p_sharp_near[i] = p_sharp_end[i]
 
-        (status, log_sum_weight_subtree, proposal_logp, proposal_energy, steps,
-         metropolis_prob, subtree_max_error) = _build_subtree(
+        (status, sum_weight_subtree, weight_scale_subtree, proposal_logp, proposal_energy,
+         steps, metropolis_prob, subtree_max_error) = _build_subtree(
             logp_grad, depth, signed_step, inv_metric, H0, rng,
             q_end, p_end, grad_end, p_sharp_end, proposal, rho_subtree, stack,
             divergence_point)
@@ -424,14 +417,18 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
         depth += 1
 
         # Biased progressive sampling between the old trajectory and the subtree.
-        if log_sum_weight_subtree > log_sum_weight or \
-                rng.random() < np.exp(log_sum_weight_subtree - log_sum_weight):
+        # Both weights relative to the larger scale (almost always both are 0).
+        scale = max(weight_scale, weight_scale_subtree)
+        old_weight = _rescaled(sum_weight, weight_scale, scale)
+        new_weight = _rescaled(sum_weight_subtree, weight_scale_subtree, scale)
+        if new_weight > old_weight or rng.random() * old_weight < new_weight:
             for i in range(dim):
                 q[i] = proposal[0, i]
                 grad[i] = proposal[1, i]
             sample_logp = proposal_logp
             sample_energy = proposal_energy
-        log_sum_weight = _logaddexp(log_sum_weight, log_sum_weight_subtree)
+        sum_weight = old_weight + new_weight
+        weight_scale = scale
 
         # No-U-turn checks across the merge of the old trajectory and the subtree.
         subtree_begin_p, subtree_begin_p_sharp = stack_begin_p[-1], stack_begin_p_sharp[-1]
