@@ -12,13 +12,13 @@ import numpy as np
 from .diagnostics.checks import SamplingWarning, checks, warn
 from .fit import Fit, SampleStats
 from .hmc import chain as _chain
-from .hmc.adaptation import window_schedule
+from .hmc.adaptation import grad_adaptation_schedule, window_schedule
 from .model import Model, default_constrain
 
 __all__ = ["sample", "InitializationError", "SamplingError"]
 
 ALGORITHMS = ("nuts", "hmc")
-METRICS = ("unit", "diag", "dense")
+METRICS = ("unit", "diag", "dense", "diag_grad")
 INIT_RADIUS = 2.0
 INIT_TRIES = 100
 #: Post-warmup divergences per chain whose position is kept (``divergence_point``) ...
@@ -212,10 +212,18 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
         Mean acceptance statistic that dual averaging aims for (Stan's delta).
     max_treedepth : int
         Maximum number of trajectory doublings per NUTS transition (1 to 30).
-    metric : {"unit", "diag", "dense"} or ndarray
+    metric : {"unit", "diag", "dense", "diag_grad"} or ndarray
         The Euclidean metric adapted during warmup, or an initial inverse metric
         (shape ``(dim,)`` diagonal or ``(dim, dim)`` dense), e.g. ``fit.inv_metric[0]``
-        from an earlier run.
+        from an earlier run. "diag" and "dense" follow Stan's windowed warmup.
+        "diag_grad" is a diagonal metric adapted as nutpie does it (Seyboldt 2023,
+        nuts-rs): ``inv_metric_i = sqrt(var(x_i) / var(grad_i))`` from warmup draws
+        ``x`` and the gradients of the log density there, starting from
+        ``1 / |grad_i|`` at the initial point and re-estimated after every warmup
+        draw from overlapping estimation windows (switching every 10 draws in the
+        first 30% of warmup, every 80 later); the last 15% of warmup adapts only
+        the step size. It is exact for Gaussians with diagonal covariance after a
+        few draws and also adapts with ``tune`` below 20.
     step_size : float, optional
         Initial step size (default 1, then Stan's heuristic); with ``tune=0`` it is
         used as given.
@@ -292,7 +300,8 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
 
     adapt = tune > 0
     adapt_metric = adapt and metric_kind != "unit"
-    if adapt_metric and tune < 20:
+    grad_metric = adapt_metric and metric_kind == "diag_grad"
+    if adapt_metric and tune < 20 and not grad_metric:
         warnings.warn(f"tune={tune} is below 20: the metric is not adapted, only the "
                       f"step size. Use tune >= 150 for Stan's full warmup.",
                       SamplingWarning, stacklevel=2)
@@ -303,12 +312,15 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
         initial_inv_metric = np.eye(dim)
     else:
         initial_inv_metric = np.ones((1, dim))
-    window_first, window_last, window_ends = window_schedule(tune) if adapt_metric \
-        else (0, -1, np.zeros(0, dtype=np.int64))
+    window_first, window_last, window_ends = window_schedule(tune) \
+        if adapt_metric and not grad_metric else (0, -1, np.zeros(0, dtype=np.int64))
+    grad_early_end, grad_step_size_only_from = grad_adaptation_schedule(tune) \
+        if grad_metric else (0, 0)
     int_settings = np.array([
         draws, tune, _chain.ALGORITHM_NUTS if algorithm == "nuts" else _chain.ALGORITHM_HMC,
         num_steps or 0, max_treedepth, int(adapt), int(adapt_metric),
-        int(step_size is None or adapt), window_first, window_last], dtype=np.int64)
+        int(step_size is None or adapt), window_first, window_last, int(grad_metric),
+        grad_early_end, grad_step_size_only_from], dtype=np.int64)
     float_settings = np.array([1.0 if step_size is None else step_size, target_accept])
     settings = dict(draws=draws, tune=tune, chains=chains, algorithm=algorithm,
                     target_accept=target_accept, max_treedepth=max_treedepth,

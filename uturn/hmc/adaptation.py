@@ -1,5 +1,6 @@
 """Warmup adaptation as Stan does it: dual-averaging step size, windowed metric
-estimation, and the step-size initialisation heuristic.
+estimation, and the step-size initialisation heuristic; and, as an option, the
+diagonal metric estimated from draws and gradients (nutpie's adaptation).
 
 State lives in small float arrays so that the compiled chain loop can update it
 in place and carry no Python objects.
@@ -13,6 +14,9 @@ Nesterov, Y. (2009). Primal-dual subgradient methods for convex problems.
 Stan Reference Manual, "HMC algorithm parameters": automatic parameter tuning.
 Stan: src/stan/mcmc/stepsize_adaptation.hpp, windowed_adaptation.hpp,
     var_adaptation.hpp, covar_adaptation.hpp, hmc/base_hmc.hpp (init_stepsize).
+Seyboldt, A. (2023). nutpie; the Rust crate nuts-rs (github.com/pymc-devs/nuts-rs):
+    adapt_strategy.rs (GlobalStrategy, EuclideanAdaptOptions), mass_matrix_adapt.rs
+    (diagonal draw/gradient estimate), mass_matrix.rs (DrawGradCollector).
 """
 import numpy as np
 from numba import njit
@@ -25,6 +29,10 @@ __all__ = [
     "dual_averaging_final", "window_schedule", "welford_state", "welford_add",
     "welford_regularized_variance", "find_reasonable_step_size",
     "STEP_SIZE_OK", "STEP_SIZE_TOO_LARGE", "STEP_SIZE_TOO_SMALL",
+    "GRAD_EARLY_WINDOW", "GRAD_STEP_SIZE_WINDOW", "GRAD_EARLY_SWITCH_FREQ",
+    "GRAD_SWITCH_FREQ", "GRAD_MIN_DRAWS", "grad_adaptation_schedule",
+    "grad_estimators_state", "grad_estimators_add", "grad_estimators_switch",
+    "grad_metric_init", "grad_metric_update",
 ]
 
 DUAL_AVERAGING_GAMMA = 0.05
@@ -252,3 +260,133 @@ def find_reasonable_step_size(logp_grad, q, grad, logp, step_size, inv_metric,
             return step_size, STEP_SIZE_TOO_LARGE, n_evals
         if step_size == 0.0:
             return step_size, STEP_SIZE_TOO_SMALL, n_evals
+
+
+# ---------------------------------------------------------------------------------
+# Diagonal metric from draws and gradients (metric="diag_grad"): nutpie's warmup.
+#
+# For a Gaussian with covariance diag(s^2), the gradient of the log density is
+# g_i = -(x_i - m_i) / s_i^2, so var(g_i) = 1 / s_i^2 and
+#
+#     s_i^2 = sqrt(var(x_i) / var(g_i))
+#
+# holds exactly: the estimate is right as soon as two distinct draws are seen, and
+# for other targets it balances the scale seen in the draws against the curvature
+# seen in the gradients (Seyboldt 2023, "nutpie"; nuts-rs mass_matrix_adapt.rs).
+# Two estimators run side by side: the foreground one sets the metric after every
+# warmup draw, the background one collects draws since the last switch; every
+# GRAD_EARLY_SWITCH_FREQ draws in the first 30% of warmup (GRAD_SWITCH_FREQ
+# later) the background becomes the foreground, so that early, poorly mixed draws
+# are forgotten. The last 15% of warmup adapts only the step size.
+# ---------------------------------------------------------------------------------
+
+#: Fraction of warmup in which the estimators switch every GRAD_EARLY_SWITCH_FREQ draws
+#: (nuts-rs ``early_window``).
+GRAD_EARLY_WINDOW = 0.3
+#: Final fraction of warmup in which only the step size adapts (``step_size_window``).
+GRAD_STEP_SIZE_WINDOW = 0.15
+#: Draws in the background estimator before a switch, early and later
+#: (``early_mass_matrix_switch_freq``, ``mass_matrix_switch_freq``).
+GRAD_EARLY_SWITCH_FREQ = 10
+GRAD_SWITCH_FREQ = 80
+#: Fewest draws in the foreground estimator for the metric to be updated from it.
+GRAD_MIN_DRAWS = 3
+#: Bounds on each inverse-metric entry (nuts-rs LOWER_LIMIT / UPPER_LIMIT).
+GRAD_METRIC_LOWER, GRAD_METRIC_UPPER = 1e-20, 1e20
+
+# Rows of the estimator arrays: foreground draws and gradients, background ones.
+_FG_DRAW, _FG_GRAD, _BG_DRAW, _BG_GRAD = 0, 1, 2, 3
+
+
+def grad_adaptation_schedule(num_warmup):
+    """Phases of the ``diag_grad`` warmup (nuts-rs ``GlobalStrategy::new``).
+
+    Returns
+    -------
+    (early_end, step_size_only_from) : (int, int)
+        Warmup iterations ``< early_end`` switch estimators every
+        ``GRAD_EARLY_SWITCH_FREQ`` draws, later ones every ``GRAD_SWITCH_FREQ``;
+        from ``step_size_only_from`` on the metric is frozen and only the step size
+        adapts. ``early_end = floor(0.3 N)``, ``step_size_only_from = N -
+        floor(0.15 N)``.
+
+    Examples
+    --------
+    >>> grad_adaptation_schedule(1000)
+    (300, 850)
+    >>> grad_adaptation_schedule(10)
+    (3, 9)
+    """
+    num_warmup = int(num_warmup)
+    early_end = int(GRAD_EARLY_WINDOW * num_warmup)
+    step_size_only_from = num_warmup - int(GRAD_STEP_SIZE_WINDOW * num_warmup)
+    return early_end, step_size_only_from
+
+
+@njit(**JIT_OPTIONS)
+def grad_estimators_state(dim):
+    """Four diagonal Welford estimators, ``(counts (4, 1), means (4, dim), m2 (4, 1, dim))``:
+    rows 0 and 1 are the foreground draws and gradients, rows 2 and 3 the background
+    ones; row ``k`` is used as ``(counts[k], means[k], m2[k])`` by :func:`welford_add`."""
+    return np.zeros((4, 1)), np.zeros((4, dim)), np.zeros((4, 1, dim))
+
+
+@njit(**JIT_OPTIONS)
+def grad_estimators_add(counts, means, m2, q, grad):
+    """Add one draw and its gradient to the foreground and background estimators."""
+    welford_add(counts[_FG_DRAW], means[_FG_DRAW], m2[_FG_DRAW], q)
+    welford_add(counts[_FG_GRAD], means[_FG_GRAD], m2[_FG_GRAD], grad)
+    welford_add(counts[_BG_DRAW], means[_BG_DRAW], m2[_BG_DRAW], q)
+    welford_add(counts[_BG_GRAD], means[_BG_GRAD], m2[_BG_GRAD], grad)
+
+
+@njit(**JIT_OPTIONS)
+def grad_estimators_switch(counts, means, m2):
+    """The background estimators become the foreground ones; the background restarts."""
+    for k in range(2):
+        counts[k, 0] = counts[k + 2, 0]
+        counts[k + 2, 0] = 0.0
+        for i in range(means.shape[1]):
+            means[k, i] = means[k + 2, i]
+            m2[k, 0, i] = m2[k + 2, 0, i]
+            means[k + 2, i] = 0.0
+            m2[k + 2, 0, i] = 0.0
+
+
+@njit(**JIT_OPTIONS)
+def grad_metric_init(grad, inv_metric):
+    """Initial diagonal inverse metric from one gradient: ``1 / |g_i|`` (nuts-rs
+    ``update_diag_grad``), bounded to [1e-20, 1e20]; 1 where ``g_i`` is zero or not
+    finite (nuts-rs would give 1e20 for a zero gradient).
+
+    A Gaussian coordinate with scale ``s`` at distance ``d`` from its mean has
+    ``|g| = d / s^2``, so this is ``s^2`` at ``d = s``: the right order of magnitude
+    from the first evaluation, before any draw.
+    """
+    for i in range(grad.shape[0]):
+        magnitude = abs(grad[i])
+        # (numba raises on float division by zero, so test before dividing)
+        value = 1.0 / magnitude if magnitude > 0.0 and np.isfinite(magnitude) else 1.0
+        inv_metric[0, i] = min(max(value, GRAD_METRIC_LOWER), GRAD_METRIC_UPPER)
+
+
+@njit(**JIT_OPTIONS)
+def grad_metric_update(counts, m2, inv_metric):
+    """Set ``inv_metric[0, i] = sqrt(var(x_i) / var(g_i))`` from the foreground estimators.
+
+    Seyboldt (2023), nutpie: the diagonal inverse metric from draws ``x`` and
+    gradients ``g`` of the log density, exact for Gaussians with diagonal covariance.
+    The variances share their normalisation, so ``sqrt(m2_x / m2_g)`` is used. Entries
+    whose estimate is not finite or zero keep their value; others are bounded to
+    [1e-20, 1e20]. Returns False (nothing changed) with fewer than
+    ``GRAD_MIN_DRAWS`` draws in the foreground.
+    """
+    if counts[_FG_DRAW, 0] < GRAD_MIN_DRAWS:
+        return False
+    for i in range(m2.shape[2]):
+        if not m2[_FG_GRAD, 0, i] > 0.0:  # no gradient spread (or NaN): keep the entry
+            continue
+        value = np.sqrt(m2[_FG_DRAW, 0, i] / m2[_FG_GRAD, 0, i])
+        if np.isfinite(value) and value > 0.0:
+            inv_metric[0, i] = min(max(value, GRAD_METRIC_LOWER), GRAD_METRIC_UPPER)
+    return True

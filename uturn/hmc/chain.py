@@ -12,6 +12,15 @@ initialised by the doubling/halving heuristic, adapted by dual averaging after
 every warmup transition, and the metric is re-estimated at the end of each
 window of :func:`uturn.hmc.adaptation.window_schedule`, after which the step size is
 re-initialised and dual averaging restarted. Warmup ends with ``exp(x_bar)``.
+
+With ``int_settings["grad_metric"]`` set (``metric="diag_grad"``) the diagonal
+metric is instead adapted as nutpie does it (Seyboldt 2023; nuts-rs
+``adapt_strategy.rs``): the metric starts at ``1 / |grad|`` of the initial point,
+is re-estimated as ``sqrt(var(x) / var(grad))`` after every warmup draw from
+foreground/background estimators that switch often, the step size is initialised
+once by the heuristic (at the first metric update) and then adapted by dual
+averaging without restarts, and the last 15% of warmup adapts only the step size.
+See the ``diag_grad`` section of :mod:`uturn.hmc.adaptation`.
 """
 import hashlib
 import os
@@ -21,9 +30,12 @@ from numba import njit, types
 
 from ..model import LOGP_GRAD_TYPE
 from .adaptation import (STEP_SIZE_OK, DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_KAPPA,
-                         DUAL_AVERAGING_T0, dual_averaging_final,
-                         dual_averaging_restart, dual_averaging_state,
-                         dual_averaging_update, find_reasonable_step_size, welford_add,
+                         DUAL_AVERAGING_T0, GRAD_EARLY_SWITCH_FREQ, GRAD_SWITCH_FREQ,
+                         dual_averaging_final, dual_averaging_restart,
+                         dual_averaging_state, dual_averaging_update,
+                         find_reasonable_step_size, grad_estimators_add,
+                         grad_estimators_state, grad_estimators_switch,
+                         grad_metric_init, grad_metric_update, welford_add,
                          welford_regularized_variance, welford_state)
 from .integrator import JIT_OPTIONS, metric_factor_from_inv_metric
 from .nuts import nuts_transition, nuts_workspace
@@ -43,7 +55,8 @@ STAT_NAMES = ("lp", "energy", "energy_error", "max_energy_error", "tree_depth",
 #: Entries of ``int_settings``, in order.
 INT_SETTINGS = ("draws", "tune", "algorithm", "num_steps", "max_treedepth",
                 "adapt_step_size", "adapt_metric", "init_step_size",
-                "window_first", "window_last")
+                "window_first", "window_last", "grad_metric", "grad_early_end",
+                "grad_step_size_only_from")
 ALGORITHM_NUTS, ALGORITHM_HMC = 0, 1
 
 CHAIN_OK = 0
@@ -74,7 +87,9 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
     int_settings : int64 array, entries named by ``INT_SETTINGS``
     float_settings : float64 array ``[step_size, target_accept]``
     window_ends : int64 array
-        Warmup iterations that end a metric window (``window_schedule``).
+        Warmup iterations that end a metric window (``window_schedule``); unused
+        when ``grad_metric`` is set, which uses ``grad_early_end`` and
+        ``grad_step_size_only_from`` (``grad_adaptation_schedule``) instead.
     rng : numpy.random.Generator
         The chain's own stream; every random number comes from it.
     inv_metric : float64 (1, dim) or (dim, dim)
@@ -99,6 +114,8 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
     adapt_metric = int_settings[6] != 0
     init_step_size = int_settings[7] != 0
     window_first, window_last = int_settings[8], int_settings[9]
+    grad_metric = int_settings[10] != 0
+    grad_early_end, grad_step_size_only_from = int_settings[11], int_settings[12]
     step_size, target_accept = float_settings[0], float_settings[1]
     dim = position.shape[0]
 
@@ -114,6 +131,18 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
     divergence_point = nuts_space[4] if algorithm == ALGORITHM_NUTS else hmc_space[1]
     scratch = np.zeros((4, dim))
     welford_count, welford_mean, welford_m2 = welford_state(dim, inv_metric.shape[0] > 1)
+    grad_counts, grad_means, grad_m2 = grad_estimators_state(dim if grad_metric else 0)
+    q_before = np.empty(dim if grad_metric else 0)
+    grad_first_update = True
+    grad_last_update = 0
+
+    if grad_metric:
+        # nuts-rs Strategy::init: the initial point is the first draw of both
+        # estimators, and its gradient sets the metric before the step size is sought.
+        grad_metric_init(grad, inv_metric)
+        if not metric_factor_from_inv_metric(inv_metric, metric_factor):
+            return CHAIN_METRIC_NOT_FINITE
+        grad_estimators_add(grad_counts, grad_means, grad_m2, q, grad)
 
     if init_step_size:
         step_size, status, evals = find_reasonable_step_size(
@@ -133,6 +162,8 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
             result[0] = step_size
             result[1] = n_gradient_evals
             return CHAIN_INTERRUPTED
+        if grad_metric and iteration < grad_step_size_only_from:
+            q_before[:] = q
         if algorithm == ALGORITHM_NUTS:
             transition = nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric,
                                          metric_factor, max_treedepth, rng, nuts_space)
@@ -156,7 +187,55 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
         stats[_REACHED_MAX] = 1.0 if reached_max_treedepth else 0.0
         stats[_DIVERGENCE_SLOT] = -1.0
 
-        if iteration < tune:
+        if iteration < tune and grad_metric:
+            if iteration < grad_step_size_only_from:
+                # nuts-rs GlobalStrategy::adapt. A draw is used only if the chain moved
+                # (nuts-rs skips draws equal to the starting point of the trajectory).
+                moved = False
+                for i in range(dim):
+                    if q[i] != q_before[i]:
+                        moved = True
+                        break
+                if moved:
+                    grad_estimators_add(grad_counts, grad_means, grad_m2, q, grad)
+                switch_freq = GRAD_EARLY_SWITCH_FREQ if iteration < grad_early_end \
+                    else GRAD_SWITCH_FREQ
+                late = switch_freq + iteration > grad_step_size_only_from
+                forced = False
+                if grad_counts[2, 0] >= switch_freq and not late:
+                    grad_estimators_switch(grad_counts, grad_means, grad_m2)
+                    forced = True
+                changed = False
+                if forced or iteration - grad_last_update >= 1:
+                    changed = grad_metric_update(grad_counts, grad_m2, inv_metric)
+                if changed:
+                    grad_last_update = iteration
+                    if not metric_factor_from_inv_metric(inv_metric, metric_factor):
+                        return CHAIN_METRIC_NOT_FINITE
+                if adapt_step_size and changed and grad_first_update:
+                    # The first metric from draws: look for a step size again and
+                    # restart dual averaging from it; later updates only continue it.
+                    grad_first_update = False
+                    step_size, status, evals = find_reasonable_step_size(
+                        logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
+                        rng, scratch)
+                    n_gradient_evals += evals
+                    if status != STEP_SIZE_OK:
+                        result[0] = step_size
+                        result[1] = n_gradient_evals
+                        return _step_size_status(status)
+                    dual_averaging_restart(dual_averaging, step_size)
+                elif adapt_step_size:
+                    step_size = dual_averaging_update(
+                        dual_averaging, acceptance_rate, target_accept,
+                        DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
+            elif adapt_step_size:
+                step_size = dual_averaging_update(
+                    dual_averaging, acceptance_rate, target_accept,
+                    DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
+            if iteration == tune - 1 and adapt_step_size:
+                step_size = dual_averaging_final(dual_averaging)
+        elif iteration < tune:
             if adapt_step_size:
                 step_size = dual_averaging_update(
                     dual_averaging, acceptance_rate, target_accept,
