@@ -1,4 +1,5 @@
 """Warmup adaptation against Stan's published schedule and the algorithms' definitions."""
+import numba
 import numpy as np
 import pytest
 
@@ -7,10 +8,18 @@ from uturn.hmc.adaptation import (STEP_SIZE_OK, STEP_SIZE_TOO_LARGE, dual_averag
                                   find_reasonable_step_size, welford_add,
                                   welford_regularized_variance, welford_state,
                                   window_schedule)
+from uturn.model import LOGP_GRAD_SIGNATURE
 from uturn.hmc.integrator import (draw_momentum, kinetic_energy, leapfrog,
                                   metric_factor_from_inv_metric, velocity)
 
 from _targets import flat, smooth_anisotropic
+
+# The log densities go into the compiled (cache=True) kernels as first-class functions,
+# as the sampler passes them. A numba dispatcher argument would make a cache entry
+# keyed on that process's dispatcher; such entries pile up in the index across
+# processes and later fail to re-pickle ("underlying object has vanished").
+smooth_anisotropic_fn = numba.cfunc(LOGP_GRAD_SIGNATURE)(smooth_anisotropic.py_func)
+flat_fn = numba.cfunc(LOGP_GRAD_SIGNATURE)(flat.py_func)
 
 
 def windows_as_ranges(num_warmup):
@@ -101,7 +110,7 @@ def _log_acceptance(q, step, inv_metric, factor, rng):
     draw_momentum(rng, factor, p)
     velocity(inv_metric, p, ps)
     H0 = -smooth_anisotropic(q.copy(), grad) + kinetic_energy(p, ps)
-    lp1, kinetic = leapfrog(smooth_anisotropic, q.copy(), p, grad, ps, step, inv_metric)
+    lp1, kinetic = leapfrog(smooth_anisotropic_fn, q.copy(), p, grad, ps, step, inv_metric)
     assert kinetic == pytest.approx(kinetic_energy(p, ps), rel=1e-12)
     return H0 - (kinetic - lp1)
 
@@ -119,7 +128,7 @@ def test_step_size_heuristic_stops_where_acceptance_crosses_0_8(start):
     factor = np.empty_like(inv_metric)
     metric_factor_from_inv_metric(inv_metric, factor)
     step, status, evals = find_reasonable_step_size(
-        smooth_anisotropic, q.copy(), grad.copy(), logp, start, inv_metric, factor,
+        smooth_anisotropic_fn, q.copy(), grad.copy(), logp, start, inv_metric, factor,
         np.random.default_rng(2), np.empty((4, dim)))
     assert status == STEP_SIZE_OK
 
@@ -142,6 +151,6 @@ def test_step_size_heuristic_reports_improper_posterior():
     dim = 2
     q = np.zeros(dim)
     step, status, evals = find_reasonable_step_size(
-        flat, q, np.zeros(dim), 0.0, 1.0, np.ones((1, dim)), np.ones((1, dim)),
+        flat_fn, q, np.zeros(dim), 0.0, 1.0, np.ones((1, dim)), np.ones((1, dim)),
         np.random.default_rng(0), np.empty((4, dim)))
     assert status == STEP_SIZE_TOO_LARGE and step > 1e7
