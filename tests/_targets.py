@@ -1,10 +1,19 @@
-"""Log densities shared by the core tests: module-level so numba compiles each once."""
+"""Log densities shared by the core tests: module-level so numba compiles each once.
+
+Each is exported as a cfunc of ``LOGP_GRAD_SIGNATURE``, the first-class function type
+the sampler's kernels take. Passed to a cached kernel (``nuts_transition``,
+``leapfrog``) a dispatcher would instead specialise the kernel on that dispatcher's
+own type: a new disk-cache entry in every test process, until numba fails to save
+one ("underlying object has vanished").
+"""
 import numpy as np
-from numba import njit
+from numba import cfunc, njit
+
+from uturn.model import LOGP_GRAD_SIGNATURE
 
 
 @njit(nogil=True)
-def smooth_anisotropic(x, grad):
+def _smooth_anisotropic(x, grad):
     """A smooth, non-Gaussian, anisotropic density with no captured data:
     log p = -sum_i (a_i x_i^2 / 2 + log cosh(x_i)), a_i = 1 + (i mod 4)."""
     total = 0.0
@@ -16,7 +25,7 @@ def smooth_anisotropic(x, grad):
 
 
 @njit(nogil=True)
-def standard_normal(x, grad):
+def _standard_normal(x, grad):
     total = 0.0
     for i in range(x.shape[0]):
         grad[i] = -x[i]
@@ -25,7 +34,7 @@ def standard_normal(x, grad):
 
 
 @njit(nogil=True)
-def flat(x, grad):
+def _flat(x, grad):
     """Zero potential: trajectories are straight lines and never turn back."""
     for i in range(x.shape[0]):
         grad[i] = 0.0
@@ -33,24 +42,24 @@ def flat(x, grad):
 
 
 @njit(nogil=True)
-def half_normal_wall(x, grad):
+def _half_normal_wall(x, grad):
     """N(0, 1) truncated to x_0 <= 1 (a hard wall: -inf beyond), other coordinates N(0, 1)."""
     if x[0] > 1.0:
         for i in range(x.shape[0]):
             grad[i] = 0.0
         return -np.inf
-    return standard_normal(x, grad)
+    return _standard_normal(x, grad)
 
 
 @njit(nogil=True)
-def nan_everywhere(x, grad):
+def _nan_everywhere(x, grad):
     for i in range(x.shape[0]):
         grad[i] = 0.0
     return np.nan
 
 
 @njit(nogil=True)
-def funnel(x, grad):
+def _funnel(x, grad):
     """Neal's funnel: v = x[0] ~ N(0, 3), x[i] ~ N(0, exp(v / 2))."""
     v = x[0]
     n = x.shape[0] - 1
@@ -62,3 +71,11 @@ def funnel(x, grad):
         grad[i] = -x[i] * scale
         grad[0] += 0.5 * x[i] * x[i] * scale
     return total
+
+
+smooth_anisotropic = cfunc(LOGP_GRAD_SIGNATURE)(_smooth_anisotropic)
+standard_normal = cfunc(LOGP_GRAD_SIGNATURE)(_standard_normal)
+flat = cfunc(LOGP_GRAD_SIGNATURE)(_flat)
+half_normal_wall = cfunc(LOGP_GRAD_SIGNATURE)(_half_normal_wall)
+nan_everywhere = cfunc(LOGP_GRAD_SIGNATURE)(_nan_everywhere)
+funnel = cfunc(LOGP_GRAD_SIGNATURE)(_funnel)

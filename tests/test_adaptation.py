@@ -1,5 +1,4 @@
 """Warmup adaptation against Stan's published schedule and the algorithms' definitions."""
-import numba
 import numpy as np
 import pytest
 
@@ -8,18 +7,11 @@ from uturn.hmc.adaptation import (STEP_SIZE_OK, STEP_SIZE_TOO_LARGE, dual_averag
                                   find_reasonable_step_size, welford_add,
                                   welford_regularized_variance, welford_state,
                                   window_schedule)
-from uturn.model import LOGP_GRAD_SIGNATURE
 from uturn.hmc.integrator import (draw_momentum, kinetic_energy, leapfrog,
                                   metric_factor_from_inv_metric, velocity)
 
-from _targets import flat, smooth_anisotropic
-
-# The log densities go into the compiled (cache=True) kernels as first-class functions,
-# as the sampler passes them. A numba dispatcher argument would make a cache entry
-# keyed on that process's dispatcher; such entries pile up in the index across
-# processes and later fail to re-pickle ("underlying object has vanished").
-smooth_anisotropic_fn = numba.cfunc(LOGP_GRAD_SIGNATURE)(smooth_anisotropic.py_func)
-flat_fn = numba.cfunc(LOGP_GRAD_SIGNATURE)(flat.py_func)
+# cfuncs, as the sampler passes log densities to the cached kernels (see _targets).
+from _targets import flat as flat_fn, smooth_anisotropic, smooth_anisotropic as smooth_anisotropic_fn
 
 
 def windows_as_ranges(num_warmup):
