@@ -89,7 +89,14 @@ def test_dense_metric_learns_the_covariance():
     d = np.sqrt(np.diag(inv_metric))
     estimated = inv_metric / np.outer(d, d)
     true = model.cov / np.outer(model.sd, model.sd)
-    assert np.max(np.abs(estimated - true)) < 0.1
+    # The metric comes from the last slow window: 500 warmup draws of chain 0 for
+    # tune=1000. A correlation estimated from n_eff effective draws has standard error
+    # about (1 - r^2) / sqrt(n_eff); n_eff is taken from the post-warmup ESS per draw.
+    ess_per_draw = min(uturn.diagnostics.ess_bulk(fit.unconstrained[:1, :, k])
+                       for k in range(model.dim)) / fit.unconstrained.shape[1]
+    standard_error = (1.0 - true**2) / np.sqrt(500 * min(ess_per_draw, 1.0))
+    off_diagonal = ~np.eye(model.dim, dtype=bool)
+    assert np.all(np.abs(estimated - true)[off_diagonal] <= 5 * standard_error[off_diagonal])
     assert np.all(np.abs(np.log(d / model.sd)) < 0.3)
 
 
