@@ -185,7 +185,12 @@ def plot_trace(fit, var_names=None, *, divergences=True):
         density_ax, trace_ax = axes[row]
         chains, draws = values.shape
         low, high = np.min(values), np.max(values)
-        pad = 0.05 * (high - low) if high > low else 0.5
+        # Three kernel widths beyond the draws (gaussian_kde's Scott bandwidth,
+        # n^(-1/5) sd), so that every chain's density is drawn nearly whole even when
+        # a stuck chain sits at one end of the range.
+        kernel_width = draws ** -0.2 * np.max(np.std(values, axis=1, ddof=1)) \
+            if draws > 1 else 0.0
+        pad = max(0.05 * (high - low), 3.0 * kernel_width) if high > low else 0.5
         grid = np.linspace(low - pad, high + pad, 256)
         for chain in range(chains):
             color = f"C{chain % 10}"
