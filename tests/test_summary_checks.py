@@ -484,3 +484,22 @@ def test_binomial_upper_tail_matches_scipy(k):
         expected = float(binom.sf(n - 1, k, 0.25))
         got = _binomial_upper_tail(n, k, 0.25)
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-300), (n, k)
+
+
+def test_checks_read_a_fits_stored_divergence_points_without_expanding_them():
+    """A Fit keeps only its divergent transitions' points; checks() takes their ranges
+    from that record (the dense divergence_point is as large as the draws), and they
+    equal the ranges of the dense array."""
+    import uturn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = uturn.sample(uturn.models.eight_schools(centered=True), draws=300, tune=300,
+                           seed=3, progress=False)
+    assert fit.stats["diverging"].any()
+    finding = {f.kind: f for f in diag.checks(fit)}["divergences"]
+    assert "divergence_point" not in fit.stats._stats  # still compact
+    dense = fit.stats["divergence_point"]
+    for j, location in enumerate(finding.details["locations"]):
+        blown = dense[..., j][fit.stats["diverging"]]
+        assert location["divergence_point_range"] == (np.nanmin(blown), np.nanmax(blown))

@@ -29,6 +29,12 @@ class SampleStats(Mapping):
             dense[chain, stored] = self._points[chain][self._slots[chain, stored]]
         return dense
 
+    def _stored_divergence_points(self):
+        """Every stored divergence point, ``(n, dim)``, in no particular order."""
+        rows = [self._points[chain][self._slots[chain][self._slots[chain] >= 0]]
+                for chain in range(self._slots.shape[0])]
+        return np.concatenate(rows) if rows else np.empty((0, self._dim))
+
     def __getitem__(self, name):
         if name == "divergence_point" and name not in self._stats:
             self._stats[name] = self._divergence_point()

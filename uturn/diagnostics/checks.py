@@ -10,6 +10,7 @@ The fit is duck-typed (see `checks`), so this module never imports the sampler.
 
 import re
 import warnings
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,7 +90,7 @@ def _binomial_upper_tail(n, k, p):
         return 1.0
     if n > k:
         return 0.0
-    log_factorial = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1.0, k + 1.0)))])
+    log_factorial = _log_factorials(k)
     x = np.arange(n, k + 1)
     log_terms = (log_factorial[k] - log_factorial[x] - log_factorial[k - x]
                  + x * np.log(p) + (k - x) * np.log1p(-p))
@@ -97,7 +98,20 @@ def _binomial_upper_tail(n, k, p):
     return float(min(1.0, np.exp(top) * np.sum(np.exp(log_terms - top))))
 
 
-def divergence_locations(unconstrained, diverging, names=None, divergence_point=None):
+@lru_cache(maxsize=8)
+def _log_factorials(k):
+    """``log(i!)`` for i = 0..k (read-only: it is shared between calls)."""
+    table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1.0, k + 1.0)))])
+    table.flags.writeable = False
+    return table
+
+
+#: Coordinates whose draws divergence_locations sorts in one call.
+_LOCATION_BLOCK = 256
+
+
+def divergence_locations(unconstrained, diverging, names=None, divergence_point=None, *,
+                         _divergent_points=None):
     """Where divergent transitions happened, coordinate by coordinate.
 
     For each unconstrained coordinate, the draws of divergent transitions are compared
@@ -134,6 +148,12 @@ def divergence_locations(unconstrained, diverging, names=None, divergence_point=
     ------
     ValueError
         If the shapes do not match.
+
+    Notes
+    -----
+    ``_divergent_points`` (private, for `checks`): the stored divergence points as
+    ``(n, dim)`` rows instead of a dense ``divergence_point``, which for a large model
+    would be as big as the draws.
     """
     draws = np.asarray(unconstrained, dtype=np.float64)
     flags = np.asarray(diverging, dtype=bool)
@@ -158,11 +178,18 @@ def divergence_locations(unconstrained, diverging, names=None, divergence_point=
     n_divergent = int(flags.sum())
     if n_divergent == 0:
         return []
+    blown_points = points[flags] if points is not None else _divergent_points
+    divergent_draws = draws[flags]  # (divergent transitions, dim)
     locations = []
     for j, name in enumerate(names):
-        all_values = draws[:, :, j].ravel()
-        finite_values = np.sort(all_values[np.isfinite(all_values)])
-        divergent_values = draws[:, :, j][flags]
+        if j % _LOCATION_BLOCK == 0:  # sort a block of coordinates in one call
+            block = np.sort(draws[:, :, j : j + _LOCATION_BLOCK].reshape(
+                -1, min(_LOCATION_BLOCK, dim - j)), axis=0)
+            block_finite = bool(np.isfinite(block).all())
+        finite_values = block[:, j % _LOCATION_BLOCK]
+        if not block_finite:
+            finite_values = finite_values[np.isfinite(finite_values)]  # stays sorted
+        divergent_values = divergent_draws[:, j]
         divergent_values = divergent_values[np.isfinite(divergent_values)]
         size = finite_values.size
         if size == 0 or divergent_values.size == 0:
@@ -182,8 +209,8 @@ def divergence_locations(unconstrained, diverging, names=None, divergence_point=
         elif n_high > k / 2 and p_high < _CONCENTRATION_P_VALUE:
             tail = "high"
         point_range = None
-        if points is not None:
-            blown = points[:, :, j][flags]
+        if blown_points is not None:
+            blown = blown_points[:, j]
             blown = blown[np.isfinite(blown)]
             if blown.size:
                 point_range = (float(blown.min()), float(blown.max()))
@@ -212,6 +239,13 @@ def _ordinal_percent(position):
         "th" if 10 <= percent % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(percent % 10, "th")
     )
     return f"{percent}{suffix} percentile"
+
+
+def _stored_divergence_points(stats):
+    """The divergence points a ``uturn.fit.SampleStats`` keeps, as ``(n, dim)`` rows,
+    without building its dense ``divergence_point``; None for other stats."""
+    stored = getattr(stats, "_stored_divergence_points", None)
+    return stored() if callable(stored) else None
 
 
 def _check_divergences(fit, stats, settings):
@@ -244,10 +278,15 @@ def _check_divergences(fit, stats, settings):
         names = getattr(fit, "names", None)
         if names is not None and len(names) != np.shape(unconstrained)[2]:
             names = None
-        points = (getattr(fit, "stats", None) or {}).get("divergence_point")
-        if points is not None and np.shape(points) != np.shape(unconstrained):
-            points = None  # a malformed stat should not stop the other checks
-        locations = divergence_locations(unconstrained, flags, names, points)
+        stored = _stored_divergence_points(getattr(fit, "stats", None))
+        if stored is not None and stored.shape[1:] == np.shape(unconstrained)[2:]:
+            locations = divergence_locations(unconstrained, flags, names,
+                                             _divergent_points=stored)
+        else:
+            points = (getattr(fit, "stats", None) or {}).get("divergence_point")
+            if points is not None and np.shape(points) != np.shape(unconstrained):
+                points = None  # a malformed stat should not stop the other checks
+            locations = divergence_locations(unconstrained, flags, names, points)
         concentrated = sorted(
             (loc for loc in locations if loc["tail"]), key=lambda loc: loc["p_value"]
         )
