@@ -42,7 +42,7 @@ def build(workload, config):
     return {"uturn": uturn, "model": model, "workload": workload, "config": config}
 
 
-def run(state, seed):
+def run(state, seed, metric="diag"):
     """One timed ``uturn.sample`` -> :class:`benchmarks.peers.RunOutput`."""
     uturn, model, workload, config = (state[k] for k in ("uturn", "model", "workload",
                                                          "config"))
@@ -51,7 +51,7 @@ def run(state, seed):
         start = time.perf_counter()
         fit = uturn.sample(model, draws=config.draws, tune=config.tune,
                            chains=config.chains, seed=seed, cores=config.cores,
-                           progress=False)
+                           metric=metric, progress=False)
         seconds = time.perf_counter() - start
     draws = np.ascontiguousarray(fit.unconstrained[:, :, workload.monitored])
     sampling = fit.stats["n_steps"].astype(np.int64)
