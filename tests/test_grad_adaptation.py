@@ -23,24 +23,7 @@ from uturn.hmc.adaptation import (GRAD_EARLY_SWITCH_FREQ, GRAD_SWITCH_FREQ,
 from uturn.models import eight_schools
 from uturn.models.eight_schools import EXACT_MEAN_LOG_TAU
 from uturn.models.gaussian import diagonal_gaussian, iid_gaussian
-
-
-def quiet_sample(*args, **kwargs):
-    kwargs.setdefault("progress", False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return uturn.sample(*args, **kwargs)
-
-
-def assert_moments_match(fit, model, n_mcse=5.0):
-    """Means within n MCSE; variances within n MCSE of the squared-deviation mean."""
-    x = fit.unconstrained
-    for i in range(model.dim):
-        xi = x[:, :, i]
-        assert abs(xi.mean() - model.mean[i]) < n_mcse * mcse_mean(xi), f"mean of {i}"
-        squared = (xi - model.mean[i]) ** 2
-        assert abs(squared.mean() - model.cov[i, i]) < n_mcse * mcse_mean(squared), \
-            f"var of {i}"
+from _sampling_helpers import assert_moments_match, quiet_sample
 
 
 def wide_scales_gaussian(dim=6, seed=0):

@@ -13,24 +13,7 @@ from uturn.diagnostics import mcse_mean
 from uturn.models.gaussian import dense_gaussian, diagonal_gaussian, iid_gaussian
 
 from _targets import funnel, half_normal_wall, nan_everywhere, standard_normal
-
-
-def quiet_sample(*args, **kwargs):
-    """Sample with the end-of-run convergence warnings silenced (tests assert on numbers)."""
-    kwargs.setdefault("progress", False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return uturn.sample(*args, **kwargs)
-
-
-def assert_moments_match(fit, model, n_mcse=5.0):
-    """Means within n MCSE; variances within n MCSE of the squared-deviation mean."""
-    x = fit.unconstrained
-    for i in range(model.dim):
-        xi = x[:, :, i]
-        assert abs(xi.mean() - model.mean[i]) < n_mcse * mcse_mean(xi), f"mean of {i}"
-        squared = (xi - model.mean[i]) ** 2
-        assert abs(squared.mean() - model.cov[i, i]) < n_mcse * mcse_mean(squared), f"var of {i}"
+from _sampling_helpers import assert_moments_match, quiet_sample
 
 
 # ---------------------------------------------------------------- statistical correctness
