@@ -29,7 +29,8 @@ The binary tree is built iteratively, leaf by leaf, so that numba needs no
 recursion: after leaf ``n`` (0-based within the subtree) the subtrees that end at
 ``n`` are merged, one per trailing one bit of ``n``. Level ``k`` of the
 ``stack`` array holds the left half (``2^k`` states) waiting for its right
-half: its last momentum and ``p_sharp``, and its momentum sum. Its first state
+half: its last momentum and ``p_sharp`` (stored only for a dense metric; a diagonal
+one forms ``inv_metric * p`` where a check needs it), and its momentum sum. Its first state
 is the even leaf it began at, kept once in the slot numbered by that leaf's
 trailing zero bits (no later leaf of the span has as many), so nothing is copied
 from level to level as spans grow. Every merge checks the three no-U-turn
@@ -73,7 +74,9 @@ def nuts_workspace(dim, max_treedepth):
     p and p_sharp at the old trajectory's end next to the new subtree;
     ``stack`` (5, max_treedepth + 1, dim): rows 0-1 hold p and p_sharp of the
     leaves that begin pending spans, in slot :func:`_begin_slot`; rows 2-4 hold the
-    last p, last p_sharp and momentum sum of the left half pending at each level;
+    last p, last p_sharp and momentum sum of the left half pending at each level
+    (with a diagonal metric the p_sharp rows 1 and 3 stay unused: np.zeros leaves
+    their pages unmapped);
     ``divergence_point`` (dim,): where the last divergent trajectory blew up.
     """
     levels = max(max_treedepth, 1)
