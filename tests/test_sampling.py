@@ -1,5 +1,6 @@
 """uturn.sample end to end: correctness on analytic Gaussians, divergences,
 reproducibility, and every bad input rejected before work starts."""
+import os
 import time
 import warnings
 
@@ -381,3 +382,21 @@ def test_automatic_checks_of_a_large_model_use_a_subset_of_unconstrained_coordin
     assert findings["subset"].details["total"] == model.dim  # unconstrained, no theta
     assert findings["subset"].details["checked"] <= 22
     assert fit._posterior is None  # nothing derived was built to be checked
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sampling_works_in_a_forked_child_after_sampling_in_the_parent():
+    """The chain threads are kept between calls; a child forked after a run (as
+    multiprocessing and joblib do) has none of them and must start its own."""
+    import multiprocessing
+
+    quiet_sample(iid_gaussian(2), draws=20, tune=20, chains=2, cores=2, seed=1)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_sample_in_child)
+        assert result.get(timeout=120) == (2, 20, 2)
+
+
+def _sample_in_child():
+    fit = quiet_sample(iid_gaussian(2), draws=20, tune=20, chains=2, cores=2, seed=2)
+    return fit.unconstrained.shape

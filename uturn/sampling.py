@@ -169,6 +169,17 @@ _CHAIN_POOLS = {}
 _CHAIN_POOLS_LOCK = threading.Lock()
 
 
+def _forget_chain_pools():
+    """In a forked child the pools' threads do not exist: a submit would wait forever."""
+    global _CHAIN_POOLS_LOCK
+    _CHAIN_POOLS.clear()
+    _CHAIN_POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_chain_pools)
+
+
 def _chain_pool(cores):
     """The kept thread pool of ``cores`` workers that run the chains."""
     with _CHAIN_POOLS_LOCK:
