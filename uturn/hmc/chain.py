@@ -188,6 +188,7 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
         stats[_DIVERGENCE_SLOT] = -1.0
 
         if iteration < tune and grad_metric:
+            restart_step_size = False
             if iteration < grad_step_size_only_from:
                 # nuts-rs GlobalStrategy::adapt. A draw is used only if the chain moved
                 # (nuts-rs skips draws equal to the starting point of the trajectory).
@@ -212,24 +213,20 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
                     grad_last_update = iteration
                     if not metric_factor_from_inv_metric(inv_metric, metric_factor):
                         return CHAIN_METRIC_NOT_FINITE
-                if adapt_step_size and changed and grad_first_update:
-                    # The first metric from draws: look for a step size again and
-                    # restart dual averaging from it; later updates only continue it.
+                # The first metric from draws: look for a step size again and restart
+                # dual averaging from it; later updates only continue it.
+                restart_step_size = adapt_step_size and changed and grad_first_update
+                if restart_step_size:
                     grad_first_update = False
-                    step_size, status, evals = find_reasonable_step_size(
+                    step_size, status, evals = _restart_step_size(
                         logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
-                        rng, scratch)
+                        rng, scratch, dual_averaging)
                     n_gradient_evals += evals
                     if status != STEP_SIZE_OK:
                         result[0] = step_size
                         result[1] = n_gradient_evals
                         return _step_size_status(status)
-                    dual_averaging_restart(dual_averaging, step_size)
-                elif adapt_step_size:
-                    step_size = dual_averaging_update(
-                        dual_averaging, acceptance_rate, target_accept,
-                        DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
-            elif adapt_step_size:
+            if adapt_step_size and not restart_step_size:
                 step_size = dual_averaging_update(
                     dual_averaging, acceptance_rate, target_accept,
                     DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
@@ -250,15 +247,14 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
                     return CHAIN_METRIC_NOT_FINITE
                 if not metric_factor_from_inv_metric(inv_metric, metric_factor):
                     return CHAIN_METRIC_NOT_FINITE
-                step_size, status, evals = find_reasonable_step_size(
+                step_size, status, evals = _restart_step_size(
                     logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
-                    rng, scratch)
+                    rng, scratch, dual_averaging)
                 n_gradient_evals += evals
                 if status != STEP_SIZE_OK:
                     result[0] = step_size
                     result[1] = n_gradient_evals
                     return _step_size_status(status)
-                dual_averaging_restart(dual_averaging, step_size)
             if iteration == tune - 1 and adapt_step_size:
                 step_size = dual_averaging_final(dual_averaging)
         else:
@@ -275,6 +271,21 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
     result[0] = step_size
     result[1] = n_gradient_evals
     return CHAIN_OK
+
+
+@njit(**JIT_OPTIONS)
+def _restart_step_size(logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
+                       rng, scratch, dual_averaging):
+    """After a metric update: Stan's doubling/halving search for a step size under the
+    new metric, and dual averaging restarted from it when the search succeeded.
+
+    Returns (step_size, status, gradient evaluations) as ``find_reasonable_step_size``.
+    """
+    step_size, status, evals = find_reasonable_step_size(
+        logp_grad, q, grad, logp, step_size, inv_metric, metric_factor, rng, scratch)
+    if status == STEP_SIZE_OK:
+        dual_averaging_restart(dual_averaging, step_size)
+    return step_size, status, evals
 
 
 _GENERATOR_TYPE = types.NumPyRandomGeneratorType("NumPyRandomGeneratorType")
