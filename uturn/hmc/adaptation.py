@@ -21,7 +21,8 @@ Seyboldt, A. (2023). nutpie; the Rust crate nuts-rs (github.com/pymc-devs/nuts-r
 import numpy as np
 from numba import njit
 
-from .integrator import JIT_OPTIONS, draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog,
+                         velocity)
 
 __all__ = [
     "DUAL_AVERAGING_GAMMA", "DUAL_AVERAGING_T0", "DUAL_AVERAGING_KAPPA",
@@ -43,7 +44,7 @@ DUAL_AVERAGING_KAPPA = 0.75
 _MU, _T, _S_BAR, _X_BAR = 0, 1, 2, 3
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def dual_averaging_restart(state, step_size):
     """Restart the averages and set ``mu = log(10 * step_size)`` (Hoffman & Gelman
     2014, section 3.2.1: biasing the iterates towards larger steps)."""
@@ -61,7 +62,7 @@ def dual_averaging_state(step_size):
     return state
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def dual_averaging_update(state, acceptance_rate, target_accept, gamma, t0, kappa):
     """One dual-averaging step (Hoffman & Gelman 2014, eq. 6; Stan's learn_stepsize):
 
@@ -86,7 +87,7 @@ def dual_averaging_update(state, acceptance_rate, target_accept, gamma, t0, kapp
     return np.exp(x)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def dual_averaging_final(state):
     """The step size used after warmup: ``exp(x_bar)``."""
     return np.exp(state[_X_BAR])
@@ -149,7 +150,7 @@ def welford_state(dim, dense):
     return np.zeros(1), np.zeros(dim), np.zeros((dim, dim) if dense else (1, dim))
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def welford_add(count, mean, m2, x):
     """Add one draw to running mean and (co)variance sums (Welford 1962).
 
@@ -172,7 +173,7 @@ def welford_add(count, mean, m2, x):
             mean[i] += (x[i] - mean[i]) / n
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def welford_regularized_variance(count, mean, m2, inv_metric):
     """Write the regularised (co)variance into ``inv_metric`` and restart the estimator.
 
@@ -212,7 +213,7 @@ def welford_regularized_variance(count, mean, m2, inv_metric):
 STEP_SIZE_OK, STEP_SIZE_TOO_LARGE, STEP_SIZE_TOO_SMALL = 0, 1, 2
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def find_reasonable_step_size(logp_grad, q, grad, logp, step_size, inv_metric,
                               metric_factor, rng, scratch):
     """Stan's step-size initialisation (``base_hmc::init_stepsize``).
@@ -331,7 +332,7 @@ def grad_estimators_state(dim):
     return np.zeros((4, 1)), np.zeros((4, dim)), np.zeros((4, 1, dim))
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def grad_estimators_add(counts, means, m2, q, grad):
     """Add one draw and its gradient to the foreground and background estimators."""
     welford_add(counts[_FG_DRAW], means[_FG_DRAW], m2[_FG_DRAW], q)
@@ -340,7 +341,7 @@ def grad_estimators_add(counts, means, m2, q, grad):
     welford_add(counts[_BG_GRAD], means[_BG_GRAD], m2[_BG_GRAD], grad)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def grad_estimators_switch(counts, means, m2):
     """The background estimators become the foreground ones; the background restarts."""
     for k in range(2):
@@ -353,7 +354,7 @@ def grad_estimators_switch(counts, means, m2):
             m2[k + 2, 0, i] = 0.0
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def grad_metric_init(grad, inv_metric):
     """Initial diagonal inverse metric from one gradient: ``1 / |g_i|`` (nuts-rs
     ``update_diag_grad``), bounded to [1e-20, 1e20]; 1 where ``g_i`` is zero or not
@@ -370,7 +371,7 @@ def grad_metric_init(grad, inv_metric):
         inv_metric[0, i] = min(max(value, GRAD_METRIC_LOWER), GRAD_METRIC_UPPER)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def grad_metric_update(counts, m2, inv_metric):
     """Set ``inv_metric[0, i] = sqrt(var(x_i) / var(g_i))`` from the foreground estimators.
 

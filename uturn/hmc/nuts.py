@@ -46,7 +46,7 @@ Stan: src/stan/mcmc/hmc/nuts/base_nuts.hpp (transition and build_tree).
 import numpy as np
 from numba import njit
 
-from .integrator import JIT_OPTIONS, draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog, velocity
 
 __all__ = ["nuts_workspace", "nuts_transition", "MAX_ENERGY_ERROR",
            "VALID", "TURNING", "DIVERGENT"]
@@ -60,7 +60,7 @@ VALID, TURNING, DIVERGENT = 0, 1, 2
 # as separate functions each call passed ~100 scalars (7 per array) and LLVM could
 # not keep the arrays' pointers and strides in registers across the leaf loop; a
 # leaf cost ~130 ns beyond the gradient instead of ~95 (benchmarks/overhead.py).
-INLINED = dict(JIT_OPTIONS, inline="always")
+INLINED = dict(NO_REFCOUNT, inline="always")
 
 
 @njit(**JIT_OPTIONS)
@@ -325,7 +325,7 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     return (VALID, sum_weight, weight_scale, proposal_logp, proposal_energy, n_leaves, sum_metropolis_prob, max_energy_error)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
                     max_treedepth, rng, workspace):
     """One multinomial NUTS transition from ``q`` (Stan's ``base_nuts::transition``).

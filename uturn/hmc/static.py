@@ -14,7 +14,8 @@ Neal, R. M. (2011). MCMC using Hamiltonian dynamics. Handbook of MCMC, ch. 5.
 import numpy as np
 from numba import njit
 
-from .integrator import JIT_OPTIONS, draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog,
+                         velocity)
 from .nuts import MAX_ENERGY_ERROR
 
 __all__ = ["hmc_workspace", "hmc_transition"]
@@ -26,7 +27,7 @@ def hmc_workspace(dim):
     return np.zeros((4, dim)), np.full(dim, np.nan)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**NO_REFCOUNT)
 def hmc_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
                    num_steps, rng, workspace):
     """One static-HMC transition from ``q``; ``q`` and ``grad`` are updated in place.
