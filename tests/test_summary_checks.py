@@ -503,3 +503,34 @@ def test_checks_read_a_fits_stored_divergence_points_without_expanding_them():
     for j, location in enumerate(finding.details["locations"]):
         blown = dense[..., j][fit.stats["diverging"]]
         assert location["divergence_point_range"] == (np.nanmin(blown), np.nanmax(blown))
+
+
+@pytest.mark.parametrize("n_divergent", [1, 5, 40])
+@pytest.mark.parametrize("counting", [True, False])
+def test_divergent_draws_quantile_positions_follow_their_definition(
+        n_divergent, counting, monkeypatch):
+    """Both ways of placing divergent draws among all draws (counting for a few,
+    sorting and searching for many) give the mid-rank position over the finite draws,
+    with ties, infinities and NaN among the draws and a coordinate with no finite draw."""
+    checks_module = sys.modules["uturn.diagnostics.checks"]  # `checks` is also a function
+    monkeypatch.setattr(checks_module, "_COUNTING_MAX_DIVERGENT", 10**9 if counting else 0)
+    rng = np.random.default_rng(n_divergent)
+    draws = np.round(rng.normal(size=(300, 4)), 1)          # many ties
+    draws[rng.random(draws.shape) < 0.05] = np.inf
+    draws[rng.random(draws.shape) < 0.05] = np.nan
+    draws[:, 3] = np.nan                                     # nothing finite
+    divergent = draws[rng.choice(300, size=n_divergent, replace=False)]
+    positions, sizes, lowest, highest = checks_module._quantile_positions(draws, divergent)
+    for j in range(4):
+        finite = draws[:, j][np.isfinite(draws[:, j])]
+        assert sizes[j] == finite.size
+        if finite.size == 0:
+            assert np.isnan(positions[:, j]).all() and np.isnan(lowest[j])
+            continue
+        assert (lowest[j], highest[j]) == (finite.min(), finite.max())
+        for i, value in enumerate(divergent[:, j]):
+            if not np.isfinite(value):
+                assert np.isnan(positions[i, j])
+                continue
+            expected = (np.sum(finite < value) + np.sum(finite <= value)) / (2 * finite.size)
+            assert positions[i, j] == expected

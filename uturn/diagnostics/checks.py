@@ -80,6 +80,7 @@ def _is_log_scale_name(name):
     return bool(re.match(r"^log_|^log\(", name) or name.endswith("_log__"))
 
 
+@lru_cache(maxsize=4096)
 def _binomial_upper_tail(n, k, p):
     """``P(X >= n)`` for ``X ~ Binomial(k, p)``: the terms summed in log space.
 
@@ -179,58 +180,142 @@ def divergence_locations(unconstrained, diverging, names=None, divergence_point=
     if n_divergent == 0:
         return []
     blown_points = points[flags] if points is not None else _divergent_points
+    all_draws = draws.reshape(-1, dim)
     divergent_draws = draws[flags]  # (divergent transitions, dim)
+    positions, sizes, lowest, highest = _quantile_positions(all_draws, divergent_draws)
+    counted = np.isfinite(positions)  # the divergent draws each coordinate's test uses
+    n_divergent_used = counted.sum(axis=0)
+    n_low = np.count_nonzero(positions < 0.25, axis=0)
+    n_high = np.count_nonzero(positions > 0.75, axis=0)
+    median_positions = _column_medians(positions, n_divergent_used)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are skipped below
+        counted_draws = np.where(counted, divergent_draws, np.nan)
+        divergent_low, divergent_high = (np.nanmin(counted_draws, axis=0),
+                                         np.nanmax(counted_draws, axis=0))
+        if blown_points is not None:
+            blown = np.where(np.isfinite(blown_points), blown_points, np.nan)
+            blown_any = np.isfinite(blown).any(axis=0)
+            blown_low, blown_high = np.nanmin(blown, axis=0), np.nanmax(blown, axis=0)
     locations = []
     for j, name in enumerate(names):
-        if j % _LOCATION_BLOCK == 0:  # sort a block of coordinates in one call
-            block = np.sort(draws[:, :, j : j + _LOCATION_BLOCK].reshape(
-                -1, min(_LOCATION_BLOCK, dim - j)), axis=0)
-            block_finite = bool(np.isfinite(block).all())
-        finite_values = block[:, j % _LOCATION_BLOCK]
-        if not block_finite:
-            finite_values = finite_values[np.isfinite(finite_values)]  # stays sorted
-        divergent_values = divergent_draws[:, j]
-        divergent_values = divergent_values[np.isfinite(divergent_values)]
-        size = finite_values.size
-        if size == 0 or divergent_values.size == 0:
+        k = int(n_divergent_used[j])
+        if sizes[j] == 0 or k == 0:
             continue
-        below = np.searchsorted(finite_values, divergent_values, side="left")
-        at_or_below = np.searchsorted(finite_values, divergent_values, side="right")
-        positions = (below + at_or_below) / (2.0 * size)
-        k = positions.size
-        n_low = int(np.count_nonzero(positions < 0.25))
-        n_high = int(np.count_nonzero(positions > 0.75))
-        p_low = _binomial_upper_tail(n_low, k, 0.25)  # P(X >= n_low), X ~ Bin(k, 1/4)
-        p_high = _binomial_upper_tail(n_high, k, 0.25)
-        median_position = float(np.median(positions))
+        low, high = int(n_low[j]), int(n_high[j])
+        # P(X >= n) for X ~ Binomial(k, 1/4)
+        p_low, p_high = _binomial_upper_tail(low, k, 0.25), _binomial_upper_tail(high, k, 0.25)
         tail = None
-        if n_low > k / 2 and p_low < _CONCENTRATION_P_VALUE:
+        if low > k / 2 and p_low < _CONCENTRATION_P_VALUE:
             tail = "low"
-        elif n_high > k / 2 and p_high < _CONCENTRATION_P_VALUE:
+        elif high > k / 2 and p_high < _CONCENTRATION_P_VALUE:
             tail = "high"
         point_range = None
-        if blown_points is not None:
-            blown = blown_points[:, j]
-            blown = blown[np.isfinite(blown)]
-            if blown.size:
-                point_range = (float(blown.min()), float(blown.max()))
+        if blown_points is not None and blown_any[j]:
+            point_range = (float(blown_low[j]), float(blown_high[j]))
         locations.append(
             {
                 "name": name,
                 "n_divergent": k,
-                "median_quantile": median_position,
-                "share_below_q25": n_low / k,
-                "share_above_q75": n_high / k,
+                "median_quantile": float(median_positions[j]),
+                "share_below_q25": low / k,
+                "share_above_q75": high / k,
                 "tail": tail,
                 "p_value": (
                     p_high if tail == "high" else (p_low if tail == "low" else min(p_low, p_high))
                 ),
-                "divergent_range": (float(divergent_values.min()), float(divergent_values.max())),
-                "all_range": (float(finite_values[0]), float(finite_values[-1])),
+                "divergent_range": (float(divergent_low[j]), float(divergent_high[j])),
+                "all_range": (float(lowest[j]), float(highest[j])),
                 "divergence_point_range": point_range,
             }
         )
     return locations
+
+
+def _column_medians(values, counts):
+    """Median of the ``counts[j]`` non-NaN values of each column (NaN sorts last)."""
+    ordered = np.sort(values, axis=0)
+    lower = np.maximum((counts - 1) // 2, 0)[np.newaxis]
+    upper = np.maximum(counts // 2, 0)[np.newaxis]
+    return 0.5 * (np.take_along_axis(ordered, lower, axis=0)[0]
+                  + np.take_along_axis(ordered, upper, axis=0)[0])
+
+
+#: Up to this many divergent draws are placed among all draws by counting (k S
+#: comparisons per coordinate), more by sorting the draws (S log S) and a binary search.
+_COUNTING_MAX_DIVERGENT = 16
+#: Comparisons a block of coordinates makes at once when counting (bounds the temporaries).
+_COUNTING_BLOCK = 1 << 21
+
+
+def _quantile_positions(all_draws, divergent_draws):
+    """Mid-rank quantile positions of divergent draws among all draws, per coordinate.
+
+    Parameters
+    ----------
+    all_draws : ndarray (S, dim)
+    divergent_draws : ndarray (k, dim)
+
+    Returns
+    -------
+    positions : ndarray (k, dim)
+        ``(#{x < d} + #{x <= d}) / (2 n)`` over the n finite draws x of the coordinate,
+        NaN where the divergent draw d is not finite or the coordinate has no finite draw.
+    sizes : ndarray (dim,)
+        n, the finite draws of each coordinate.
+    lowest, highest : ndarray (dim,)
+        Their smallest and largest values (NaN where n is 0).
+
+    A few divergent draws are placed by counting, many by sorting the draws and a
+    binary search; both give the same exact counts.
+    """
+    n_all, dim = all_draws.shape
+    n_divergent = divergent_draws.shape[0]
+    positions = np.full((n_divergent, dim), np.nan)
+    sizes = np.zeros(dim, dtype=np.int64)
+    lowest, highest = np.full(dim, np.nan), np.full(dim, np.nan)
+    counting = n_divergent <= _COUNTING_MAX_DIVERGENT
+    width = max(1, min(_LOCATION_BLOCK, _COUNTING_BLOCK // (n_divergent * n_all))) \
+        if counting else _LOCATION_BLOCK
+    for start in range(0, dim, width):
+        stop = min(start + width, dim)
+        block = all_draws[:, start:stop]
+        if counting:
+            # One row of draws per coordinate, so that every count runs along memory.
+            rows = np.ascontiguousarray(block.T)
+            finite = np.isfinite(rows)
+            size = np.count_nonzero(finite, axis=1)
+            sizes[start:stop] = size
+            if not finite.all():
+                rows[~finite] = np.nan  # NaN is never below or equal
+            values = divergent_draws[:, start:stop].T[:, :, np.newaxis]
+            below = np.count_nonzero(rows[:, np.newaxis, :] < values, axis=2)
+            at_or_below = np.count_nonzero(rows[:, np.newaxis, :] <= values, axis=2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                positions[:, start:stop] = ((below + at_or_below) / (2.0 * size[:, None])).T
+            present = size > 0
+            lowest[start:stop][present] = np.fmin.reduce(rows[present], axis=1)
+            highest[start:stop][present] = np.fmax.reduce(rows[present], axis=1)
+        else:
+            finite = np.isfinite(block)
+            size = np.count_nonzero(finite, axis=0)
+            sizes[start:stop] = size
+            if not finite.all():  # non-finite draws take part in no comparison
+                block = np.where(finite, block, np.nan)
+            block = np.sort(block, axis=0)  # NaN sorts last
+            values = divergent_draws[:, start:stop]
+            for column in range(stop - start):
+                n = int(size[column])
+                if n == 0:
+                    continue
+                ordered = block[:n, column]
+                below = np.searchsorted(ordered, values[:, column], side="left")
+                at_or_below = np.searchsorted(ordered, values[:, column], side="right")
+                positions[:, start + column] = (below + at_or_below) / (2.0 * n)
+                lowest[start + column], highest[start + column] = ordered[0], ordered[-1]
+    positions[~np.isfinite(divergent_draws)] = np.nan
+    positions[:, sizes == 0] = np.nan
+    return positions, sizes, lowest, highest
 
 
 def _ordinal_percent(position):
