@@ -22,6 +22,7 @@ Neal, R. M. (2011). MCMC using Hamiltonian dynamics. Handbook of MCMC, ch. 5,
 Betancourt, M. (2017). A Conceptual Introduction to Hamiltonian Monte Carlo.
     arXiv:1701.02434, section 4 and appendix A.
 """
+import numba.core.options
 import numpy as np
 from numba import njit
 
@@ -34,11 +35,14 @@ JIT_OPTIONS = dict(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 #: increments and decrements an array's reference count, an atomic instruction that
 #: waits for every pending store, each time the array is bound to a name: the tree
 #: builder's inlined U-turn checks did it 7 times each way per merge, about 40% of a
-#: NUTS leapfrog step at 10 dimensions (206 against 346 ns, benchmarks/overhead.py).
-NO_REFCOUNT = dict(JIT_OPTIONS, _nrt=False)
+#: NUTS leapfrog step on eight schools (fixed step size: 189-206 against 346 ns a step).
+#: ``_nrt`` is numba's own switch of its runtime (numba >= 0.54); should a release drop
+#: it, the kernels compile with reference counting as before.
+NO_REFCOUNT = dict(JIT_OPTIONS, _nrt=False) \
+    if hasattr(numba.core.options.DefaultOptions, "_nrt") else JIT_OPTIONS
 
-__all__ = ["JIT_OPTIONS", "NO_REFCOUNT", "velocity", "kinetic_energy", "draw_momentum", "leapfrog",
-           "metric_factor_from_inv_metric"]
+__all__ = ["JIT_OPTIONS", "NO_REFCOUNT", "velocity", "kinetic_energy", "draw_momentum",
+           "leapfrog", "metric_factor_from_inv_metric"]
 
 
 @njit(**NO_REFCOUNT)
