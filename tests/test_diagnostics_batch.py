@@ -187,7 +187,7 @@ def test_threads_share_the_quantities_without_changing_the_numbers(monkeypatch):
     alone = convergence_table(x, summary=True)
     monkeypatch.setattr(batch, "_BLOCK_VALUES", 2 * 4 * 100)
     monkeypatch.setattr(batch, "_BLOCKS_PER_THREAD", 1)
-    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(batch, "_cpu_count", lambda: 4)
     threads = []
     original = batch._table_part
     monkeypatch.setattr(

@@ -46,7 +46,8 @@ Stan: src/stan/mcmc/hmc/nuts/base_nuts.hpp (transition and build_tree).
 import numpy as np
 from numba import njit
 
-from .integrator import JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog, velocity
+from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog,
+                         velocity)
 
 __all__ = ["nuts_workspace", "nuts_transition", "MAX_ENERGY_ERROR",
            "VALID", "TURNING", "DIVERGENT"]
@@ -59,7 +60,10 @@ VALID, TURNING, DIVERGENT = 0, 1, 2
 # The tree builder's pieces are inlined into nuts_transition at numba's IR level:
 # as separate functions each call passed ~100 scalars (7 per array) and LLVM could
 # not keep the arrays' pointers and strides in registers across the leaf loop; a
-# leaf cost ~130 ns beyond the gradient instead of ~95 (benchmarks/overhead.py).
+# leaf cost ~130 ns beyond the gradient instead of ~95 (benchmarks/overhead.py). Like
+# every function here that allocates nothing they do no reference counting (see
+# integrator.NO_REFCOUNT): inlined, each array argument had cost an atomic increment
+# and decrement per merge.
 INLINED = dict(NO_REFCOUNT, inline="always")
 
 
