@@ -34,8 +34,9 @@ JIT_OPTIONS = dict(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 #: no array beyond the call (the caller owns every array they touch). numba otherwise
 #: increments and decrements an array's reference count, an atomic instruction that
 #: waits for every pending store, each time the array is bound to a name: the tree
-#: builder's inlined U-turn checks did it 7 times each way per merge, about 40% of a
-#: NUTS leapfrog step on eight schools (fixed step size: 189-206 against 346 ns a step).
+#: builder's inlined U-turn checks did it 7 times each way per merge: 28% of an
+#: eight-schools chain's time in a perf profile; without it one chain of 1,000 + 1,000
+#: took 4.2-5.9 ms against 6.4-8.3 ms, side by side.
 #: ``_nrt`` is numba's own switch of its runtime (numba >= 0.54); should a release drop
 #: it, the kernels compile with reference counting as before.
 NO_REFCOUNT = dict(JIT_OPTIONS, _nrt=False) \
