@@ -313,8 +313,8 @@ def _quantile_positions(all_draws, divergent_draws):
                 at_or_below = np.searchsorted(ordered, values[:, column], side="right")
                 positions[:, start + column] = (below + at_or_below) / (2.0 * n)
                 lowest[start + column], highest[start + column] = ordered[0], ordered[-1]
+    # A coordinate without finite draws gives 0 / 0 (counting) or is skipped (sorting).
     positions[~np.isfinite(divergent_draws)] = np.nan
-    positions[:, sizes == 0] = np.nan
     return positions, sizes, lowest, highest
 
 
