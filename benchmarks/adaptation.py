@@ -3,6 +3,7 @@
     python -m benchmarks.adaptation                       # 10 seeds, three workloads
     python -m benchmarks.adaptation --seeds 3 --workloads eight_schools_nc
     python benchmarks/adaptation.py --markdown out.md     # also write the table
+    python -m benchmarks.adaptation --peers nutpie stan   # the peers on the same seeds
 
 Every run is ``uturn.sample(model, draws, tune, chains=4, seed=s, cores=2,
 metric=m)``; for each seed the metrics run back to back (diag, diag_grad, then the
@@ -19,10 +20,21 @@ next seed), so that the noise of a shared machine hits both alike. Per run:
 * divergences after warmup, the final step size (median over chains) and the wall
   time of ``uturn.sample``.
 
-The table gives the median and the interquartile range (25%-75%) over seeds. The
-compiled sampler and each model's wrapper are warmed up by one short untimed run.
+The table gives the median and the interquartile range (25%-75%) over seeds, and
+the mean with its standard error for ESS/1k grad: one seed's ESS varies by 10-20%,
+so the peer benchmark's median of three seeds cannot rank two warmups that differ by
+less. The compiled sampler and each model's wrapper are warmed up by one short
+untimed run.
+
+``--peers`` adds the peers of ``benchmarks.compare`` (installed by the ``bench``
+extra) on the same seeds, in this process, each built once and warmed up by one run:
+ESS is computed by the same ``ess_bulk`` from the draws their ``run`` returns, and
+the gradients are their reported leapfrog steps (warmup included in ``grads total``
+where the peer reports it). Their step size is not read (``nan``). A peer's seed is
+its own generator's: the same number gives different draws than uturn's.
 """
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -70,16 +82,59 @@ def measure(model, quantity, metric, seed, draws, tune, chains, cores):
                 mean_q=float(np.mean(x[:, :, quantity])))
 
 
-def run(names, seeds, draws, tune, chains, cores, first_seed, log=print):
+def measure_peer(peer, state, workload, seed):
+    """One ``peer.run(state, seed)``, measured as :func:`measure` measures uturn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        output = peer.run(state, seed)
+    sampling = float(np.sum(output.n_steps))
+    per_1k = 1000.0 / sampling
+    x = output.draws
+    ess_all = np.array([ess_bulk(x[:, :, j]) for j in range(x.shape[2])])
+    quantity = workload.quantity_index
+    total = sampling if output.warmup_n_steps is None \
+        else sampling + float(np.sum(output.warmup_n_steps)) \
+        + float(output.extra_warmup_gradients or 0)
+    return dict(ess_q=ess_all[quantity] * per_1k, ess_min=np.nanmin(ess_all) * per_1k,
+                grads_total=total, divergences=float(np.sum(output.diverging)),
+                step_size=np.nan, seconds=output.seconds,
+                mean_q=float(np.mean(x[:, :, quantity])))
+
+
+def _build_peers(names, workload, config, log):
+    """``{name: (module, state)}`` of the peers that are installed, each warmed up."""
+    from benchmarks import peers
+    built = {}
+    for name in names:
+        missing = peers.missing_packages(name)
+        if missing:
+            log(f"{name}: skipped, not installed ({', '.join(missing)})")
+            continue
+        peer = peers.load(name)
+        os.environ.update(peer.env(config))   # before the peer imports jax
+        state = peer.build(workload, config)
+        measure_peer(peer, state, workload, 10_000)
+        built[name] = (peer, state)
+    return built
+
+
+def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_names=()):
+    from benchmarks.peers import RunConfig
+    config = RunConfig(chains=chains, tune=tune, draws=draws, cores=cores)
     results = {}
     for name in names:
         model, quantity = build_model(name)
         for metric in METRICS:  # compile the model's wrapper, warm caches
             measure(model, quantity, metric, 10_000, 50, 50, 1, 1)
-        rows = {metric: [] for metric in METRICS}
+        built = _build_peers(peer_names, workloads.get(name), config, log)
+        rows = {metric: [] for metric in METRICS + tuple(built)}
         for seed in range(first_seed, first_seed + seeds):
-            for metric in METRICS:
-                row = measure(model, quantity, metric, seed, draws, tune, chains, cores)
+            for metric in rows:
+                if metric in built:
+                    peer, state = built[metric]
+                    row = measure_peer(peer, state, workloads.get(name), seed)
+                else:
+                    row = measure(model, quantity, metric, seed, draws, tune, chains, cores)
                 rows[metric].append(row)
                 log(f"{name:20s} {metric:10s} seed {seed:3d}: "
                     + "  ".join(f"{k} {row[k]:.4g}" for k in COLUMNS + ("mean_q",)))
@@ -88,6 +143,8 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print):
 
 
 def _cell(values, column):
+    if column == "step_size" and np.all(np.isnan(values)):
+        return "–"
     q25, q50, q75 = np.percentile(values, [25, 50, 75])
     if column == "grads_total":
         return f"{q50:,.0f} ({q25:,.0f}-{q75:,.0f})"
@@ -97,11 +154,15 @@ def _cell(values, column):
         return f"{q50:.3g} ({q25:.3g}-{q75:.3g})"
     if column == "seconds":
         return f"{q50:.2f} ({q25:.2f}-{q75:.2f})"
-    return f"{q50:.1f} ({q25:.1f}-{q75:.1f})"
+    cell = f"{q50:.1f} ({q25:.1f}-{q75:.1f})"
+    if column == "ess_q" and len(values) > 1:
+        mean, standard_error = np.mean(values), np.std(values, ddof=1) / np.sqrt(len(values))
+        cell += f"; mean {mean:.1f} ± {standard_error:.1f}"
+    return cell
 
 
 def table(results):
-    lines = ["| workload | metric | " + " | ".join(HEADERS) + " |",
+    lines = ["| workload | sampler / metric | " + " | ".join(HEADERS) + " |",
              "|---|---|" + "---|" * len(HEADERS)]
     for name, rows in results.items():
         for metric, runs in rows.items():
@@ -121,14 +182,18 @@ def main(argv=None):
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--peers", nargs="*", default=[],
+                        choices=["stan", "nutpie", "blackjax", "numpyro", "pymc"],
+                        help="peers to run on the same seeds (bench extra)")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="also write the table to this file")
     args = parser.parse_args(argv)
     results = run(args.workloads, args.seeds, args.draws, args.tune, args.chains,
-                  args.cores, args.first_seed)
+                  args.cores, args.first_seed, peer_names=args.peers)
     header = (f"{args.chains} chains x ({args.tune} tune + {args.draws} draws), "
               f"cores={args.cores}, seeds {args.first_seed}..."
-              f"{args.first_seed + args.seeds - 1}; median (IQR) over seeds")
+              f"{args.first_seed + args.seeds - 1}; median (IQR) over seeds, and the mean ± its standard error "
+              f"for ESS/1k grad")
     text = header + "\n\n" + table(results)
     print()
     print(text)

@@ -309,6 +309,49 @@ def first_call(sampler, workload, config, timeout, log_dir):
             "sample_seconds": reported["sample_seconds"]}
 
 
+#: A fresh process that does what every numba program does before its first draw:
+#: import numpy and numba, compile one small function, call it.
+_NUMBA_FLOOR_SCRIPT = """
+import json, time
+import numba, numpy
+
+@numba.njit
+def first(x):
+    return x[0] + 1.0
+
+first(numpy.zeros(2))
+print(json.dumps({"end": time.time()}), flush=True)
+"""
+
+
+def numba_floor(timeout, repeats=3):
+    """Seconds from process start to the first call of a one-line ``@numba.njit``
+    function (best of ``repeats`` fresh processes): the least any numba-compiled
+    sampler's first call can take on this machine, model or sampler aside.
+
+    numba's first compilation in a process also loads its typing registries, which
+    import scipy.linalg (numba checks for BLAS) when scipy is installed, as it is
+    beside uturn; that is counted, as it is in every first call.
+    """
+    best = None
+    for _ in range(repeats):
+        start = time.time()
+        process = subprocess.Popen([sys.executable, "-c", _NUMBA_FLOOR_SCRIPT], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   text=True, start_new_session=True)
+        try:
+            reported = _read_report(process, start + timeout)
+        except RuntimeError:
+            reported = None
+        finally:
+            _kill_group(process.pid)
+            process.wait()
+        if reported is not None:
+            seconds = reported["end"] - start
+            best = seconds if best is None else min(best, seconds)
+    return best
+
+
 def _split_names(values, known, what):
     names = [n for value in values for n in value.split(",") if n]
     unknown = [n for n in names if n not in known]
@@ -409,6 +452,8 @@ def main(argv=None):
             _log(f"[{name}] {sampler}: first call in a fresh process")
             result.first_call = first_call(sampler, workloads.get(name), config,
                                            args.timeout, log_dir)
+        _log(f"[{name}] numba alone: first call of a one-line function, fresh processes")
+        measured[name]["numba_floor"] = numba_floor(args.timeout)
     elapsed = time.time() - started
     _keep_logs_if_needed(measured, log_dir)
     markdown = report.render(measured, args, config, elapsed)

@@ -179,6 +179,12 @@ def _workload_section(name, measured, config):
                    if r.first_call]
     if first_calls:
         lines += ["", "First call (fresh process, empty model caches):", *first_calls]
+        floor = measured.get("numba_floor")
+        if floor:
+            lines.append(f"- numba alone: {floor:.2f} s (best of 3 fresh processes that "
+                         f"import numpy and numba, then compile and call a one-line "
+                         f"`@numba.njit` function: the least any numba sampler's first "
+                         f"call takes on this machine)")
     notes = [f"- {s}: {note}" for s, r in measured["results"].items() for note in r.notes]
     if notes:
         lines += ["", *notes]
@@ -252,7 +258,10 @@ def _goals(all_aggs, measured):
               and "seconds" in m["results"]["uturn"].first_call}
     if firsts:
         ok = all(f["seconds"] < GOAL_FIRST_CALL_S for f in firsts.values())
-        shown = "; ".join(f"{n}: {f['seconds']:.2f} s" for n, f in firsts.items())
+        shown = "; ".join(
+            f"{n}: {f['seconds']:.2f} s" + (f" (numba alone: {measured[n]['numba_floor']:.2f} s)"
+                                            if measured[n].get("numba_floor") else "")
+            for n, f in firsts.items())
         lines.append(f"- [{'x' if ok else ' '}] First draw of an unseen model < "
                      f"{GOAL_FIRST_CALL_S:.0f} s (sampler cached; fresh process, import "
                      f"included): {shown} — {_verdict(ok)}")

@@ -71,6 +71,36 @@ def test_quick_run_writes_the_report_with_the_expected_rows(quick_run):
     assert "ArviZ" in markdown
 
 
+def test_numba_floor_is_timed_beside_the_first_call(quick_run):
+    result, out = quick_run
+    measured = result["workloads"]["eight_schools_nc"]
+    floor = measured["numba_floor"]
+    first = measured["results"]["uturn"].first_call["seconds"]
+    # uturn's first call compiles a model and runs a sampler on top of what the floor
+    # process does, so it cannot be much faster (1.5x allows for the machine's noise).
+    assert 0 < floor < 1.5 * first
+    markdown = (out / "RESULTS.md").read_text()
+    assert f"- numba alone: {floor:.2f} s" in markdown
+    assert f"(numba alone: {floor:.2f} s)" in markdown        # in the first-call goal
+
+
+def test_adaptation_study_measures_a_peer_as_it_measures_uturn():
+    # The uturn peer module run through the peers' path must give the numbers that the
+    # direct path gives for the same sampler and seed: same draws, same ESS, same counts.
+    from benchmarks import adaptation
+    workload = workloads.get("eight_schools_nc")
+    config = peers.RunConfig(chains=2, tune=200, draws=200, cores=1)
+    peer = peers.load("uturn")
+    state = peer.build(workload, config)
+    model, quantity = adaptation.build_model("eight_schools_nc")
+    direct = adaptation.measure(model, quantity, "diag", 5, 200, 200, 2, 1)
+    via_peer = adaptation.measure_peer(peer, state, workload, 5)
+    for key in ("ess_q", "ess_min", "grads_total", "divergences", "mean_q"):
+        assert via_peer[key] == pytest.approx(direct[key], rel=1e-12), key
+    assert np.isnan(via_peer["step_size"])
+    assert "mean" in adaptation._cell([70.0, 80.0, 90.0], "ess_q")
+
+
 def test_quick_run_returns_numbers_from_uturn_diagnostics(quick_run):
     result, _ = quick_run
     measured = result["workloads"]["eight_schools_nc"]
