@@ -72,14 +72,20 @@ def measure(model, quantity, metric, seed, draws, tune, chains, cores):
         fit = uturn.sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                            cores=cores, metric=metric, progress=False)
         seconds = time.perf_counter() - start
-    per_1k = 1000.0 / float(np.sum(fit.stats["n_steps"]))
-    x = fit.unconstrained
-    ess_all = np.array([ess_bulk(x[:, :, j]) for j in range(x.shape[2])])
-    return dict(ess_q=ess_all[quantity] * per_1k, ess_min=np.nanmin(ess_all) * per_1k,
+    return _row(fit.unconstrained, quantity, float(np.sum(fit.stats["n_steps"])),
                 grads_total=float(np.sum(fit.n_gradient_evals)),
                 divergences=float(fit.num_divergences),
-                step_size=float(np.median(fit.step_size)), seconds=seconds,
-                mean_q=float(np.mean(x[:, :, quantity])))
+                step_size=float(np.median(fit.step_size)), seconds=seconds)
+
+
+def _row(draws, quantity, sampling_gradients, **measured):
+    """The table's figures of one run from its draws (chains, draws, k), the column of
+    the quantity of interest and the gradients of the sampling phase, plus the rest
+    as measured."""
+    per_1k = 1000.0 / sampling_gradients
+    ess_all = np.array([ess_bulk(draws[:, :, j]) for j in range(draws.shape[2])])
+    return dict(ess_q=ess_all[quantity] * per_1k, ess_min=np.nanmin(ess_all) * per_1k,
+                mean_q=float(np.mean(draws[:, :, quantity])), **measured)
 
 
 def measure_peer(peer, state, workload, seed):
@@ -88,17 +94,12 @@ def measure_peer(peer, state, workload, seed):
         warnings.simplefilter("ignore")
         output = peer.run(state, seed)
     sampling = float(np.sum(output.n_steps))
-    per_1k = 1000.0 / sampling
-    x = output.draws
-    ess_all = np.array([ess_bulk(x[:, :, j]) for j in range(x.shape[2])])
-    quantity = workload.quantity_index
     total = sampling if output.warmup_n_steps is None \
         else sampling + float(np.sum(output.warmup_n_steps)) \
         + float(output.extra_warmup_gradients or 0)
-    return dict(ess_q=ess_all[quantity] * per_1k, ess_min=np.nanmin(ess_all) * per_1k,
-                grads_total=total, divergences=float(np.sum(output.diverging)),
-                step_size=np.nan, seconds=output.seconds,
-                mean_q=float(np.mean(x[:, :, quantity])))
+    return _row(output.draws, workload.quantity_index, sampling, grads_total=total,
+                divergences=float(np.sum(output.diverging)), step_size=np.nan,
+                seconds=output.seconds)
 
 
 def _build_peers(names, workload, config, log):
@@ -126,13 +127,14 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_na
         model, quantity = build_model(name)
         for metric in METRICS:  # compile the model's wrapper, warm caches
             measure(model, quantity, metric, 10_000, 50, 50, 1, 1)
-        built = _build_peers(peer_names, workloads.get(name), config, log)
+        workload = workloads.get(name)
+        built = _build_peers(peer_names, workload, config, log)
         rows = {metric: [] for metric in METRICS + tuple(built)}
         for seed in range(first_seed, first_seed + seeds):
             for metric in rows:
                 if metric in built:
                     peer, state = built[metric]
-                    row = measure_peer(peer, state, workloads.get(name), seed)
+                    row = measure_peer(peer, state, workload, seed)
                 else:
                     row = measure(model, quantity, metric, seed, draws, tune, chains, cores)
                 rows[metric].append(row)

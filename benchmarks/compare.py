@@ -243,20 +243,30 @@ def _child(sampler, workload, config, seed, env, timeout, log_path, tmp):
     command = [sys.executable, "-m", "benchmarks.harness", "first-call", sampler,
                workload_path, json.dumps(config.__dict__), str(seed)]
     with open(log_path, "a") as log:
-        start = time.time()
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                   stderr=log, text=True, start_new_session=True)
-        try:
-            reported = _read_report(process, start + timeout)
-        finally:
-            # The report is all we need; samplers' helper processes (httpstan's pool)
-            # may outlive the child and keep its stdout open: end the whole group.
-            _kill_group(process.pid)
-            process.wait()
+        seconds, reported, returncode = _reporting_process(command, env, log, timeout)
     if reported is None:
-        raise RuntimeError(f"first-call process failed (exit code {process.returncode}; "
+        raise RuntimeError(f"first-call process failed (exit code {returncode}; "
                            f"log: {log_path})")
-    return reported["end"] - start, reported
+    return seconds, reported
+
+
+def _reporting_process(command, env, stderr, timeout):
+    """Run ``command`` in a fresh process until it prints its JSON report:
+    ``(seconds from start to the report's "end", report, exit code)``, the first two
+    None if it exits without one; raises RuntimeError past ``timeout`` seconds."""
+    start = time.time()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=stderr, text=True, start_new_session=True)
+    try:
+        reported = _read_report(process, start + timeout)
+    finally:
+        # The report is all we need; samplers' helper processes (httpstan's pool)
+        # may outlive the child and keep its stdout open: end the whole group.
+        _kill_group(process.pid)
+        process.wait()
+    if reported is None:
+        return None, None, process.returncode
+    return reported["end"] - start, reported, process.returncode
 
 
 def _read_report(process, deadline):
@@ -333,23 +343,16 @@ def numba_floor(timeout, repeats=3):
     import scipy.linalg (numba checks for BLAS) when scipy is installed, as it is
     beside uturn; that is counted, as it is in every first call.
     """
-    best = None
+    times = []
     for _ in range(repeats):
-        start = time.time()
-        process = subprocess.Popen([sys.executable, "-c", _NUMBA_FLOOR_SCRIPT], cwd=REPO,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   text=True, start_new_session=True)
         try:
-            reported = _read_report(process, start + timeout)
-        except RuntimeError:
-            reported = None
-        finally:
-            _kill_group(process.pid)
-            process.wait()
-        if reported is not None:
-            seconds = reported["end"] - start
-            best = seconds if best is None else min(best, seconds)
-    return best
+            seconds, _, _ = _reporting_process([sys.executable, "-c", _NUMBA_FLOOR_SCRIPT],
+                                               None, subprocess.DEVNULL, timeout)
+        except RuntimeError:     # past the time limit
+            seconds = None
+        if seconds is not None:
+            times.append(seconds)
+    return min(times) if times else None
 
 
 def _split_names(values, known, what):

@@ -43,7 +43,7 @@ NO_REFCOUNT = dict(JIT_OPTIONS, _nrt=False) \
     if hasattr(numba.core.options.DefaultOptions, "_nrt") else JIT_OPTIONS
 
 __all__ = ["JIT_OPTIONS", "NO_REFCOUNT", "velocity", "kinetic_energy", "draw_momentum",
-           "leapfrog", "metric_factor_from_inv_metric"]
+           "leapfrog", "leapfrog_from", "metric_factor_from_inv_metric"]
 
 
 @njit(**NO_REFCOUNT)
@@ -106,14 +106,24 @@ def leapfrog(logp_grad, q, p, grad, p_sharp, step_size, inv_metric):
         non-finite gradient makes ``p`` and so the kinetic energy non-finite, which
         the caller sees as a divergence.
     """
+    return leapfrog_from(logp_grad, q, grad, q, p, grad, p_sharp, step_size, inv_metric)
+
+
+@njit(**NO_REFCOUNT)
+def leapfrog_from(logp_grad, q_from, grad_from, q, p, grad, p_sharp, step_size,
+                  inv_metric):
+    """:func:`leapfrog` from the position ``q_from`` and its gradient ``grad_from``,
+    writing the new position and gradient into ``q`` and ``grad`` (which may be
+    ``q_from`` and ``grad_from`` themselves: every element is read before it is
+    written). ``p`` and ``p_sharp`` are updated in place."""
     half_step = 0.5 * step_size
     dim = q.shape[0]
     if inv_metric.shape[0] == 1:
         # Diagonal metric: each half of the step is one fused pass over the vectors.
         # p_sharp at the half step is not needed: the second pass recomputes it.
         for i in range(dim):
-            p[i] += half_step * grad[i]
-            q[i] += step_size * (inv_metric[0, i] * p[i])
+            p[i] += half_step * grad_from[i]
+            q[i] = q_from[i] + step_size * (inv_metric[0, i] * p[i])
         logp = logp_grad(q, grad)
         twice_kinetic = 0.0
         for i in range(dim):
@@ -122,10 +132,10 @@ def leapfrog(logp_grad, q, p, grad, p_sharp, step_size, inv_metric):
             twice_kinetic += p[i] * p_sharp[i]
         return logp, 0.5 * twice_kinetic
     for i in range(dim):
-        p[i] += half_step * grad[i]
+        p[i] += half_step * grad_from[i]
     velocity(inv_metric, p, p_sharp)
     for i in range(dim):
-        q[i] += step_size * p_sharp[i]
+        q[i] = q_from[i] + step_size * p_sharp[i]
     logp = logp_grad(q, grad)
     for i in range(dim):
         p[i] += half_step * grad[i]

@@ -56,7 +56,7 @@ import numpy as np
 from numba import njit
 
 from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy,
-                         velocity)
+                         leapfrog_from, velocity)
 
 __all__ = ["nuts_workspace", "nuts_transition", "MAX_ENERGY_ERROR",
            "VALID", "TURNING", "DIVERGENT"]
@@ -219,12 +219,12 @@ def _no_u_turn_merging(stack, left_begin, left_end, p_begin, p_sharp_begin, p_sh
 
 @njit(**INLINED)
 def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
-                   states, first_state, kept_a, kept_b, p, p_sharp, rho_subtree, stack,
+                   states, first_state, far_end, sample, p, p_sharp, rho_subtree, stack,
                    divergence_point):
     """Build a subtree of ``2^depth`` leapfrog steps from the end state (position and
     gradient ``states[first_state]``, momentum p and p_sharp, which are advanced in
     place). Each step writes its state into a pool state that neither the current end,
-    the proposal nor ``kept_a``/``kept_b`` (the other end and the sample) name.
+    the proposal, the trajectory's other end ``far_end`` nor the ``sample`` name.
 
     On return ``rho_subtree`` holds the subtree's momentum sum; p and p_sharp of the
     subtree's first state are at ``stack[0:2, -1]``.
@@ -258,14 +258,15 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     max_energy_error = 0.0
     n_leaves = 1 << depth
     for leaf in range(n_leaves):
-        # integrator.leapfrog, written out here (the call cost ~40 ns a step), from
-        # states[end] into the free state, which becomes the end.
+        # A leapfrog step from states[end] into the free state, which becomes the end.
         new = 0  # the first state of the pool that nothing names
-        while new == end or new == proposal or new == kept_a or new == kept_b:
+        while new == end or new == proposal or new == far_end or new == sample:
             new += 1
         q_new = states[new, 0]
         grad_new = states[new, 1]
         if diagonal:
+            # integrator.leapfrog_from, written out here because the call cost ~40 ns
+            # a step.
             for i in range(dim):
                 p[i] += half_step * states[end, 1, i]
                 q_new[i] = states[end, 0, i] + signed_step * (inv_metric[0, i] * p[i])
@@ -276,16 +277,8 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
                 twice_kinetic += p[i] * (inv_metric[0, i] * p[i])
             kinetic = 0.5 * twice_kinetic
         else:
-            for i in range(dim):
-                p[i] += half_step * states[end, 1, i]
-            velocity(inv_metric, p, p_sharp)
-            for i in range(dim):
-                q_new[i] = states[end, 0, i] + signed_step * p_sharp[i]
-            logp = logp_grad(q_new, grad_new)
-            for i in range(dim):
-                p[i] += half_step * grad_new[i]
-            velocity(inv_metric, p, p_sharp)
-            kinetic = kinetic_energy(p, p_sharp)
+            logp, kinetic = leapfrog_from(logp_grad, states[end, 0], states[end, 1], q_new,
+                                          p, grad_new, p_sharp, signed_step, inv_metric)
         end = new
         energy = kinetic - logp
         energy_error = energy - H0
