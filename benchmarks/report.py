@@ -16,7 +16,7 @@ GOAL_LIMIT_RATIO = 2.0       # J = 1,000 and 100,000: time / physical limit
 MEMORY_ALLOWANCE_BYTES = 64 * 2**20   # fixed: interpreter, numpy temporaries, checks
 #: The O(dim x max_treedepth) term: this many float64 vectors of length dim per tree
 #: level (max_treedepth 10: 11 levels) for every chain running at once. uturn's NUTS
-#: workspace is 5 per level plus 19 (`nuts_workspace`).
+#: workspace is 5 per level plus 20 (`nuts_workspace`).
 MEMORY_VECTORS_PER_LEVEL = 8
 MAX_TREEDEPTH = 10
 

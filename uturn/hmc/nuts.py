@@ -45,6 +45,9 @@ the initial point and is reused once nothing names it. (At 1,000 dimensions one
 chain ran 5-12% faster than with the copies, side by side; eight schools did not
 change measurably.)
 
+With a diagonal metric consecutive leapfrog steps of a subtree share a pass over the
+vectors: the one that ends a step also begins the next (see :func:`_build_subtree`).
+
 References
 ----------
 Hoffman, M. D. and Gelman, A. (2014). The No-U-Turn Sampler. JMLR 15, 1593-1623.
@@ -89,8 +92,9 @@ def nuts_workspace(dim, max_treedepth):
     ``ends`` (4, dim): p, p_sharp at the forward end then the backward end;
     ``states`` (N_STATES, 2, dim): the pool of positions ``states[k, 0]`` and their
     gradients ``states[k, 1]`` (see the module docstring);
-    ``sums`` (4, dim): rho of the trajectory, rho of the subtree being built,
-    p and p_sharp at the old trajectory's end next to the new subtree;
+    ``sums`` (5, dim): rho of the trajectory, rho of the subtree being built,
+    p and p_sharp at the old trajectory's end next to the new subtree, and the
+    momentum half a step ahead of the last leaf (see :func:`_build_subtree`);
     ``stack`` (5, max_treedepth + 1, dim): rows 0-1 hold p and p_sharp of the
     leaves that begin pending spans, in slot :func:`_begin_slot`; rows 2-4 hold the
     last p, last p_sharp and momentum sum of the left half pending at each level
@@ -99,7 +103,7 @@ def nuts_workspace(dim, max_treedepth):
     ``divergence_point`` (dim,): where the last divergent trajectory blew up.
     """
     levels = max(max_treedepth, 1)
-    return (np.zeros((4, dim)), np.zeros((N_STATES, 2, dim)), np.zeros((4, dim)),
+    return (np.zeros((4, dim)), np.zeros((N_STATES, 2, dim)), np.zeros((5, dim)),
             np.zeros((5, levels + 1, dim)), np.full(dim, np.nan))
 
 
@@ -219,12 +223,13 @@ def _no_u_turn_merging(stack, left_begin, left_end, p_begin, p_sharp_begin, p_sh
 
 @njit(**INLINED)
 def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
-                   states, first_state, far_end, sample, p, p_sharp, rho_subtree, stack,
-                   divergence_point):
+                   states, first_state, far_end, sample, p, p_sharp, p_half, rho_subtree,
+                   stack, divergence_point):
     """Build a subtree of ``2^depth`` leapfrog steps from the end state (position and
     gradient ``states[first_state]``, momentum p and p_sharp, which are advanced in
     place). Each step writes its state into a pool state that neither the current end,
     the proposal, the trajectory's other end ``far_end`` nor the ``sample`` name.
+    ``p_half`` is scratch: with a diagonal metric, the momentum half a step ahead.
 
     On return ``rho_subtree`` holds the subtree's momentum sum; p and p_sharp of the
     subtree's first state are at ``stack[0:2, -1]``.
@@ -257,24 +262,48 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     sum_metropolis_prob = 0.0
     max_energy_error = 0.0
     n_leaves = 1 << depth
+    # With a diagonal metric the leapfrog steps of a subtree run fused: the pass that
+    # ends step k (the second half kick and the kinetic energy) also begins step k + 1
+    # (its first half kick, kept in p_half, and its drift, written into a free state),
+    # the same arithmetic in one pass over the vectors instead of two. Should the
+    # subtree stop at step k, the drift was wasted. `drifted` names the state it wrote.
+    drifted = -1
     for leaf in range(n_leaves):
-        # A leapfrog step from states[end] into the free state, which becomes the end.
-        new = 0  # the first state of the pool that nothing names
-        while new == end or new == proposal or new == far_end or new == sample:
-            new += 1
+        if drifted >= 0:
+            new = drifted
+        else:
+            new = 0  # the first state of the pool that nothing names
+            while new == end or new == proposal or new == far_end or new == sample:
+                new += 1
         q_new = states[new, 0]
         grad_new = states[new, 1]
         if diagonal:
             # integrator.leapfrog_from, written out here because the call cost ~40 ns
             # a step.
-            for i in range(dim):
-                p[i] += half_step * states[end, 1, i]
-                q_new[i] = states[end, 0, i] + signed_step * (inv_metric[0, i] * p[i])
+            if drifted < 0:
+                for i in range(dim):
+                    p_half[i] = p[i] + half_step * states[end, 1, i]
+                    q_new[i] = states[end, 0, i] + signed_step * (inv_metric[0, i] * p_half[i])
             logp = logp_grad(q_new, grad_new)
             twice_kinetic = 0.0
-            for i in range(dim):  # p_sharp = inv_metric * p is formed where it is used
-                p[i] += half_step * grad_new[i]
-                twice_kinetic += p[i] * (inv_metric[0, i] * p[i])
+            if leaf + 1 < n_leaves:
+                drifted = 0
+                while drifted == new or drifted == proposal or drifted == far_end \
+                        or drifted == sample:
+                    drifted += 1
+                q_next = states[drifted, 0]
+                for i in range(dim):  # p_sharp = inv_metric * p is formed where it is used
+                    momentum = p_half[i] + half_step * grad_new[i]
+                    p[i] = momentum
+                    twice_kinetic += momentum * (inv_metric[0, i] * momentum)
+                    ahead = momentum + half_step * grad_new[i]
+                    p_half[i] = ahead
+                    q_next[i] = q_new[i] + signed_step * (inv_metric[0, i] * ahead)
+            else:
+                for i in range(dim):
+                    momentum = p_half[i] + half_step * grad_new[i]
+                    p[i] = momentum
+                    twice_kinetic += momentum * (inv_metric[0, i] * momentum)
             kinetic = 0.5 * twice_kinetic
         else:
             logp, kinetic = leapfrog_from(logp_grad, states[end, 0], states[end, 1], q_new,
@@ -386,7 +415,8 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
     """
     ends, states, sums, stack, divergence_point = workspace
     p_fwd, p_sharp_fwd, p_bck, p_sharp_bck = ends[0], ends[1], ends[2], ends[3]
-    rho, rho_subtree, p_near, p_sharp_near = sums[0], sums[1], sums[2], sums[3]
+    rho, rho_subtree, p_near, p_sharp_near, p_half = (sums[0], sums[1], sums[2], sums[3],
+                                                      sums[4])
     stack_begin_p, stack_begin_p_sharp = stack[0], stack[1]
     dim = q.shape[0]
     diagonal = inv_metric.shape[0] == 1
@@ -441,7 +471,7 @@ def nuts_transition(logp_grad, q, grad, logp, step_size, inv_metric, metric_fact
         (status, sum_weight_subtree, weight_scale_subtree, proposal_logp, proposal_energy,
          steps, metropolis_prob, subtree_max_error, end, proposal) = _build_subtree(
             logp_grad, depth, signed_step, inv_metric, H0, rng,
-            states, end, far, sample, p_end, p_sharp_end, rho_subtree, stack,
+            states, end, far, sample, p_end, p_sharp_end, p_half, rho_subtree, stack,
             divergence_point)
         if forward:
             state_fwd = end
