@@ -543,8 +543,10 @@ class _Elements:
         return self._quantity.label(int(self._elements[element]))
 
 
-#: Elements of a vector quantity screened at once (bounds the screen's temporaries).
-_SCREEN_BLOCK = 256
+#: Elements of a vector quantity screened at once: a block of 4 chains of 1,000 draws
+#: is 4 MB, which the passes below reread from the last-level cache (at J = 1,000 a
+#: screen took 39 ms in blocks of 128 against 58 ms in blocks of 256).
+_SCREEN_BLOCK = 128
 
 
 def _screen(draws):
@@ -562,13 +564,17 @@ def _screen(draws):
     n_chains, n_draws, k = draws.shape
     half = n_draws // 2
     r_hat, ess = np.empty(k), np.empty(k)
+    # One buffer for every block, reused in place: a fresh temporary per block and
+    # pass costs a page fault per 4 kB (about as much as the arithmetic).
+    buffer = np.empty((n_chains, n_draws, min(_SCREEN_BLOCK, k)))
     for start in range(0, k, _SCREEN_BLOCK):
         stop = min(start + _SCREEN_BLOCK, k)
+        block = buffer[:, :, : stop - start]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # Centred on one draw, so that the moments below do not cancel for a
             # quantity whose mean is large beside its spread.
-            block = np.subtract(draws[:, :, start:stop], draws[0, 0, start:stop],
-                                dtype=np.float64)
+            np.subtract(draws[:, :, start:stop], draws[0, 0, start:stop], out=block,
+                        dtype=np.float64, casting="unsafe")
             halves, sums, means, squares = _split_moments(block, half)
             lagged = np.concatenate(
                 [np.einsum("cdk,cdk->ck", h[:, 1:], h[:, :-1]) for h in halves])
@@ -577,7 +583,8 @@ def _screen(draws):
             rho = lagged.sum(axis=0) / squares.sum(axis=0)
             ess[start:stop] = 2 * n_chains * half * (1.0 - rho) / (1.0 + rho)
             r_hat[start:stop] = _classic_split_rhat(means, squares, half)
-            np.abs(block - means.mean(axis=0), out=block)
+            np.subtract(block, means.mean(axis=0), out=block)
+            np.abs(block, out=block)
             _, _, means, squares = _split_moments(block, half)
             np.fmax(r_hat[start:stop], _classic_split_rhat(means, squares, half),
                     out=r_hat[start:stop])
