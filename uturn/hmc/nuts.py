@@ -126,6 +126,15 @@ def _begin_slot(leaf, first_slot):
 
 
 @njit(**INLINED)
+def _free_state(a, b, c, d):
+    """The first state of the pool that none of the four named states is."""
+    free = 0
+    while free == a or free == b or free == c or free == d:
+        free += 1
+    return free
+
+
+@njit(**INLINED)
 def _rescaled(sum_weight, weight_scale, new_scale):
     """``sum_weight * exp(weight_scale)`` expressed relative to ``exp(new_scale)``."""
     if weight_scale == new_scale:
@@ -269,12 +278,7 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
     # subtree stop at step k, the drift was wasted. `drifted` names the state it wrote.
     drifted = -1
     for leaf in range(n_leaves):
-        if drifted >= 0:
-            new = drifted
-        else:
-            new = 0  # the first state of the pool that nothing names
-            while new == end or new == proposal or new == far_end or new == sample:
-                new += 1
+        new = drifted if drifted >= 0 else _free_state(end, proposal, far_end, sample)
         q_new = states[new, 0]
         grad_new = states[new, 1]
         if diagonal:
@@ -283,14 +287,12 @@ def _build_subtree(logp_grad, depth, signed_step, inv_metric, H0, rng,
             if drifted < 0:
                 for i in range(dim):
                     p_half[i] = p[i] + half_step * states[end, 1, i]
-                    q_new[i] = states[end, 0, i] + signed_step * (inv_metric[0, i] * p_half[i])
+                    q_new[i] = states[end, 0, i] + signed_step * (inv_metric[0, i]
+                                                                  * p_half[i])
             logp = logp_grad(q_new, grad_new)
             twice_kinetic = 0.0
             if leaf + 1 < n_leaves:
-                drifted = 0
-                while drifted == new or drifted == proposal or drifted == far_end \
-                        or drifted == sample:
-                    drifted += 1
+                drifted = _free_state(new, proposal, far_end, sample)
                 q_next = states[drifted, 0]
                 for i in range(dim):  # p_sharp = inv_metric * p is formed where it is used
                     momentum = p_half[i] + half_step * grad_new[i]
