@@ -302,6 +302,27 @@ def test_split_chains_drops_the_middle_draw_of_odd_chains():
 # --------------------------------------------------------------------------------------
 # Rank normalisation
 
+def test_ndtri_matches_scipy_in_every_region():
+    """uturn's own inverse normal CDF (AS 241) against scipy.special.ndtri: the central
+    region, both tails on either side of the r = 5 split (p near 1e-11), extreme tails
+    down to subnormal p, p just below 1, and the edges (0, 1, outside [0, 1], NaN)."""
+    rng = np.random.default_rng(3)
+    p = np.concatenate([
+        rng.uniform(size=20_000),
+        10.0 ** -rng.uniform(0.0, 300.0, 20_000),
+        1.0 - 10.0 ** -rng.uniform(0.0, 15.0, 5_000),
+        [0.075, 0.925, 0.5, 1e-11, 1.388e-11, 5e-324],
+    ])
+    expected = ndtri(p)
+    np.testing.assert_allclose(_common.ndtri(p), expected, rtol=4e-15, atol=0)
+    np.testing.assert_allclose(_common.ndtri(p.reshape(3, -1)), expected.reshape(3, -1),
+                               rtol=4e-15)
+    edges = _common.ndtri(np.array([0.0, 1.0, -0.1, 1.1, np.nan]))
+    np.testing.assert_array_equal(edges, [-np.inf, np.inf, np.nan, np.nan, np.nan])
+    assert _common.ndtri(0.5) == 0.0 and np.ndim(_common.ndtri(0.975)) == 0
+    assert abs(_common.ndtri(0.975) - 1.959963984540054) < 1e-15
+
+
 
 @PROPERTY_SETTINGS
 @given(

@@ -35,19 +35,82 @@ _SIGN_BIT = np.uint64(1 << 63)
 
 
 
+# Wichura (1988), algorithm AS 241, PPND16: rational approximations of Phi^{-1} in
+# three regions, accurate to about 1e-16. Coefficients from highest degree down
+# (numpy.polyval's order); each denominator's constant term is 1.
+_AS241_CENTRAL = (
+    np.array([2.5090809287301226727e3, 3.3430575583588128105e4, 6.7265770927008700853e4,
+              4.5921953931549871457e4, 1.3731693765509461125e4, 1.9715909503065514427e3,
+              1.3314166789178437745e2, 3.3871328727963666080e0]),
+    np.array([5.2264952788528545610e3, 2.8729085735721942674e4, 3.9307895800092710610e4,
+              2.1213794301586595867e4, 5.3941960214247511077e3, 6.8718700749205790830e2,
+              4.2313330701600911252e1, 1.0]))
+_AS241_NEAR_TAIL = (
+    np.array([7.74545014278341407640e-4, 2.27238449892691845833e-2, 2.41780725177450611770e-1,
+              1.27045825245236838258e0, 3.64784832476320460504e0, 5.76949722146069140550e0,
+              4.63033784615654529590e0, 1.42343711074968357734e0]),
+    np.array([1.05075007164441684324e-9, 5.47593808499534494600e-4, 1.51986665636164571966e-2,
+              1.48103976427480074590e-1, 6.89767334985100004550e-1, 1.67638483018380384940e0,
+              2.05319162663775882187e0, 1.0]))
+_AS241_FAR_TAIL = (
+    np.array([2.01033439929228813265e-7, 2.71155556874348757815e-5, 1.24266094738807843860e-3,
+              2.65321895265761230930e-2, 2.96560571828504891230e-1, 1.78482653991729133580e0,
+              5.46378491116411436990e0, 6.65790464350110377720e0]),
+    np.array([2.04426310338993978564e-15, 1.42151175831644588870e-7, 1.84631831751005468180e-5,
+              7.86869131145613259100e-4, 1.48753612908506148525e-2, 1.36929880922735805310e-1,
+              5.99832206555887937690e-1, 1.0]))
+
+
+def _rational(coefficients, r):
+    numerator, denominator = coefficients
+    return np.polyval(numerator, r) / np.polyval(denominator, r)
+
+
 def ndtri(probabilities):
-    """The inverse normal CDF (what scipy.stats.norm.ppf calls).
+    """The inverse normal CDF ``Phi^{-1}(p)`` (what ``scipy.special.ndtri`` computes).
 
-    scipy.special is imported on first use: it costs 0.2 s, a third of ``import uturn``.
+    Wichura's algorithm AS 241 (PPND16), vectorised: for ``|p - 1/2| <= 0.425`` a
+    rational function of ``0.180625 - (p - 1/2)^2``, in the tails one of
+    ``r = sqrt(-log(min(p, 1 - p)))`` (split at ``r = 5``); relative error about 1e-16.
+    ``p = 0`` and ``p = 1`` give -inf and inf; p outside [0, 1] or NaN gives NaN.
+
+    Written out rather than taken from scipy.special because importing scipy.special
+    costs 0.1 s (scipy 1.17, this machine), all of it inside a new process's first
+    ``uturn.sample`` call, whose diagnostics need only a few thousand normal scores.
+
+    Parameters
+    ----------
+    probabilities : array_like of float
+
+    Returns
+    -------
+    numpy.ndarray
+        ``Phi^{-1}`` of every value, same shape.
+
+    References
+    ----------
+    Wichura, M. J. (1988). Algorithm AS 241: the percentage points of the normal
+    distribution. Journal of the Royal Statistical Society C 37(3), 477-484.
     """
-    from scipy.special import ndtri as inverse_normal_cdf
-    return inverse_normal_cdf(probabilities)
+    p = np.asarray(probabilities, dtype=np.float64)
+    q = p - 0.5
+    z = np.empty_like(q)
+    central = np.abs(q) <= 0.425
+    q_central = q[central]
+    z[central] = q_central * _rational(_AS241_CENTRAL, 0.180625 - q_central * q_central)
+    tail = ~central
+    if tail.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q_tail = q[tail]
+            r = np.sqrt(-np.log(np.minimum(p[tail], 1.0 - p[tail])))
+            near = r <= 5.0
+            magnitude = np.where(near, _rational(_AS241_NEAR_TAIL, r - 1.6),
+                                 _rational(_AS241_FAR_TAIL, r - 5.0))
+            magnitude[r == np.inf] = np.inf       # p = 0 or 1
+            z[tail] = np.copysign(magnitude, q_tail)
+    z[~((p >= 0.0) & (p <= 1.0))] = np.nan
+    return z if z.ndim else z[()]
 
-
-def ndtr(values):
-    """The normal CDF; scipy.special is imported on first use (see `ndtri`)."""
-    from scipy.special import ndtr as normal_cdf
-    return normal_cdf(values)
 
 def as_draws(x, name="x", caller=None):
     """Validate draws and return them as a float64 array of shape (chains, draws).
