@@ -303,6 +303,11 @@ def first_call(sampler, workload, config, timeout, log_dir):
     peer = peers.load(sampler)
     tmp = tempfile.mkdtemp(prefix=f"uturn-bench-first-call-{sampler}-")
     env = dict(os.environ, **peer.env(config), **peer.fresh_cache_env(tmp))
+    # Python's bytecode cache on, as on a user's machine: pip wrote the peers' .pyc at
+    # install time, but an editable install (uturn here) gets them only when Python may
+    # write them; with PYTHONDONTWRITEBYTECODE set (this sandbox sets it) every start
+    # would recompile uturn's sources, ~30 ms that no installed package pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     log_path = os.path.join(log_dir, f"first-call-{workload.name}-{sampler}.log")
     try:
         if peer.PRIME_CACHE:

@@ -178,7 +178,8 @@ def _workload_section(name, measured, config):
     first_calls = [_first_call_line(s, r.first_call) for s, r in measured["results"].items()
                    if r.first_call]
     if first_calls:
-        lines += ["", "First call (fresh process, empty model caches):", *first_calls]
+        lines += ["", "First call (fresh process, empty model caches, Python's bytecode "
+                  "cache on as on a user's machine):", *first_calls]
         floor = measured.get("numba_floor")
         if floor:
             lines.append(f"- numba alone: {floor:.2f} s (best of 3 fresh processes that "

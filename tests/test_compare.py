@@ -67,7 +67,7 @@ def test_quick_run_writes_the_report_with_the_expected_rows(quick_run):
     limit = _cells(markdown, "**physical limit**")
     assert limit[-4] == "1.0×"
     assert "stan: skipped: not installed (stan)" in markdown
-    assert "First call (fresh process, empty model caches):" in markdown
+    assert "First call (fresh process, empty model caches" in markdown
     assert "ArviZ" in markdown
 
 
