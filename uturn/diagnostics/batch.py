@@ -724,6 +724,16 @@ def _score_tables(size):
     return untied, direct
 
 
+@lru_cache(maxsize=8)
+def _half_rank_scores(size):
+    """``table[k]`` is the normal score of the mean rank k / 2 (k = 0..2 size), as
+    `rank_normalize` computes it: a run of ties has a whole or half-integer mean rank,
+    so every run's score is a look-up instead of an inverse normal CDF per call."""
+    table = ndtri((np.arange(2 * size + 1) / 2.0 - 0.375) / (size + 0.25))
+    table.flags.writeable = False
+    return table
+
+
 def _scores(ws, order, tie_rows, tie_positions):
     """Rank-normalised values (rows, size), from the sort (`order`, flat indices) and
     its tie pairs: `rank_normalize` row by row, with the same arithmetic."""
@@ -739,7 +749,7 @@ def _scores(ws, order, tie_rows, tie_positions):
         first = np.flatnonzero(np.diff(run_of_member, prepend=-1))
         starts = members[first] % size
         ends = starts + np.diff(np.append(first, members.size))
-        run_scores = ndtri(((starts + 1 + ends) / 2.0 - 0.375) / (size + 0.25))
+        run_scores = _half_rank_scores(size)[starts + 1 + ends]
         sorted_scores.reshape(-1)[members] = run_scores[run_of_member]
     scores = ws.scores[:n_rows]
     scores.reshape(-1)[order.reshape(-1)] = sorted_scores.reshape(-1)
