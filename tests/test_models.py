@@ -372,3 +372,28 @@ def test_funnel_extreme_points_never_give_nan(values):
 def test_funnel_bad_dim(dim, error):
     with pytest.raises(error, match="dim must be"):
         funnel(dim)
+
+
+# ---------------------------------------------------------------------------
+# analytic Gaussians
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dim", [1, 7, 100])
+def test_gaussian_models_against_scipy(dim):
+    """log N(x | m, S) against scipy.stats.multivariate_normal and the gradient against
+    -S^{-1} (x - m) by a linear solve, for the dense and the diagonal builder."""
+    from uturn.models.gaussian import diagonal_gaussian, random_correlated_gaussian
+    rng = np.random.default_rng(dim)
+    dense = random_correlated_gaussian(dim, rng, scale_low=0.1, scale_high=10.0)
+    sd = np.exp(rng.uniform(-2, 2, dim))
+    diagonal = diagonal_gaussian(rng.uniform(-5, 5, dim), sd)
+    for model in (dense, diagonal):
+        reference = stats.multivariate_normal(model.mean, model.cov)
+        for _ in range(5):
+            x = model.mean + model.sd * rng.standard_normal(dim) * 3.0
+            grad = np.empty(dim)
+            logp = model.logp_grad(x, grad)
+            assert logp == pytest.approx(reference.logpdf(x), rel=1e-10, abs=1e-10)
+            expected = -np.linalg.solve(model.cov, x - model.mean)
+            np.testing.assert_allclose(grad, expected, rtol=1e-7,
+                                       atol=1e-9 * np.max(np.abs(expected)))

@@ -1,7 +1,6 @@
 """uturn.sample end to end: correctness on analytic Gaussians, divergences,
 reproducibility, and every bad input rejected before work starts."""
 import os
-import time
 import warnings
 
 import numba
@@ -162,12 +161,11 @@ def test_funnel_records_divergences_and_no_nan():
     assert np.all(np.isfinite(fit.warmup_stats["step_size"]))
 
 
-def test_nan_everywhere_fails_initialisation_quickly():
+def test_nan_everywhere_fails_initialisation_after_100_tries():
+    # A bounded search, not a timing: timed assertions flake on a shared machine.
     model = uturn.Model(nan_everywhere, 3)
-    start = time.perf_counter()
     with pytest.raises(uturn.InitializationError, match="100 tries"):
         uturn.sample(model, seed=1, progress=False)
-    assert time.perf_counter() - start < 5.0
 
 
 def test_init_with_infinite_density_is_rejected_naming_init():
