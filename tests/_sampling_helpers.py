@@ -21,3 +21,15 @@ def assert_moments_match(fit, model, n_mcse=5.0):
         assert abs(xi.mean() - model.mean[i]) < n_mcse * mcse_mean(xi), f"mean of {i}"
         squared = (xi - model.mean[i]) ** 2
         assert abs(squared.mean() - model.cov[i, i]) < n_mcse * mcse_mean(squared), f"var of {i}"
+
+
+def divergent_eight_schools_fit(draws=100, tune=100, chains=2):
+    """A short centered eight-schools fit with divergences, from the first seed that
+    gives some (which seed does depends on the last bits of the arithmetic), so that
+    the divergence points and plots have real points to show."""
+    for seed in range(1, 30):
+        fit = quiet_sample(uturn.models.eight_schools(centered=True), draws=draws,
+                           tune=tune, chains=chains, seed=seed)
+        if fit.num_divergences > 0:
+            return fit
+    raise AssertionError("no seed in 1..29 gave a divergent centered eight-schools run")

@@ -10,6 +10,7 @@ import pytest
 
 import uturn
 from uturn import io
+from _sampling_helpers import divergent_eight_schools_fit
 
 
 def _sample(centered, seed, **kwargs):
@@ -27,9 +28,7 @@ def fit():
 
 @pytest.fixture(scope="module")
 def divergent_fit():
-    fit = _sample(True, 1)
-    assert fit.num_divergences > 0  # so divergence_point holds real points
-    return fit
+    return divergent_eight_schools_fit()  # so divergence_point holds real points
 
 
 def _assert_same_fit(loaded, fit):
