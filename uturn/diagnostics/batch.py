@@ -714,21 +714,20 @@ def _runs(pairs):
 
 
 @lru_cache(maxsize=8)
-def _score_tables(size):
-    """Normal scores of ranks 1..size: as `rank_normalize` computes them without ties
-    (mirrored), and as it computes them for rows with ties (directly)."""
+def _untied_scores(size):
+    """Normal scores of ranks 1..size as `rank_normalize` computes them without ties
+    (mirrored)."""
     untied = _normal_scores_without_ties(size)
-    direct = ndtri((np.arange(1, size + 1) - 0.375) / (size + 0.25))
     untied.flags.writeable = False
-    direct.flags.writeable = False
-    return untied, direct
+    return untied
 
 
 @lru_cache(maxsize=8)
 def _half_rank_scores(size):
     """``table[k]`` is the normal score of the mean rank k / 2 (k = 0..2 size), as
-    `rank_normalize` computes it: a run of ties has a whole or half-integer mean rank,
-    so every run's score is a look-up instead of an inverse normal CDF per call."""
+    `rank_normalize` computes it for rows with ties (directly, not mirrored): the
+    untied ranks r are ``table[2 r]``, and a run of ties has a whole or half-integer
+    mean rank, so every run's score is a look-up instead of an inverse normal CDF."""
     table = ndtri((np.arange(2 * size + 1) / 2.0 - 0.375) / (size + 0.25))
     table.flags.writeable = False
     return table
@@ -738,18 +737,18 @@ def _scores(ws, order, tie_rows, tie_positions):
     """Rank-normalised values (rows, size), from the sort (`order`, flat indices) and
     its tie pairs: `rank_normalize` row by row, with the same arithmetic."""
     n_rows, size = order.shape
-    untied, direct = _score_tables(size)
     sorted_scores = ws.scratch[:n_rows]
-    sorted_scores[:] = untied
+    sorted_scores[:] = _untied_scores(size)
     if tie_rows.size:
-        sorted_scores[np.unique(tie_rows)] = direct
+        half_rank_scores = _half_rank_scores(size)
+        sorted_scores[np.unique(tie_rows)] = half_rank_scores[2::2]
         # A run of tied values at sorted positions start..end-1 has the ranks
         # start+1..end, whose mean (start + 1 + end) / 2 they share.
         members, run_of_member = _runs(tie_rows * size + tie_positions)
         first = np.flatnonzero(np.diff(run_of_member, prepend=-1))
         starts = members[first] % size
         ends = starts + np.diff(np.append(first, members.size))
-        run_scores = _half_rank_scores(size)[starts + 1 + ends]
+        run_scores = half_rank_scores[starts + 1 + ends]
         sorted_scores.reshape(-1)[members] = run_scores[run_of_member]
     scores = ws.scores[:n_rows]
     scores.reshape(-1)[order.reshape(-1)] = sorted_scores.reshape(-1)

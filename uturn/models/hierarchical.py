@@ -126,7 +126,12 @@ def _hyperprior(mu, log_tau, tau_over_scale, mu_precision, log_tau_scale):
 # dependent additions, about 4 cycles per group; in lanes the J = 1,000 gradient is
 # several times faster (benchmarks/models.py). Only these two flags: without
 # "nnan"/"ninf" the compiler still honours NaN and infinity, so the finiteness check
-# below still sees every overflow.
+# below still sees every overflow. The sums run in a loop that stores nothing and the
+# gradient is written in a second loop that sums nothing: a loop that does both is
+# vectorised behind a runtime check that x and grad do not overlap, and where the
+# check fails (arrays a few elements apart) it falls back to the in-order loop, so
+# the sums' last bits, and with them a chain's draws, depended on where the arrays
+# lay in memory (eight schools: two different gradients over 577 layouts).
 _SUMS_IN_ANY_ORDER = {"reassoc", "contract"}
 
 @numba.njit(cache=True, nogil=True, fastmath=_SUMS_IN_ANY_ORDER, error_model="numpy")
@@ -156,7 +161,7 @@ def _centered_logp_grad(x, grad, y, inv_sigma2, mu_precision, tau_scale, log_tau
                                         mu_precision, log_tau_scale)
     sum_z2 = 0.0
     sum_grad = 0.0
-    for j in range(n_groups):
+    for j in range(n_groups):  # sums only: see _SUMS_IN_ANY_ORDER
         theta = x[2 + j]
         z = (theta - mu) * inv_tau
         residual = y[j] - theta
@@ -164,9 +169,10 @@ def _centered_logp_grad(x, grad, y, inv_sigma2, mu_precision, tau_scale, log_tau
         sum_z2 += z * z
         logp -= 0.5 * residual * scaled_residual
         d_mu += z * inv_tau
-        d_theta = scaled_residual - z * inv_tau
-        grad[2 + j] = d_theta
-        sum_grad += d_theta
+        sum_grad += scaled_residual - z * inv_tau
+    for j in range(n_groups):
+        theta = x[2 + j]
+        grad[2 + j] = (y[j] - theta) * inv_sigma2[j] - ((theta - mu) * inv_tau) * inv_tau
     logp += log_normalizer - 0.5 * sum_z2 - n_groups * log_tau
     d_log_tau += sum_z2 - n_groups
     grad[0] = d_mu
@@ -201,7 +207,7 @@ def _noncentered_logp_grad(x, grad, y, inv_sigma2, mu_precision, tau_scale,
     sum_nu2 = 0.0
     sum_r_nu = 0.0
     sum_grad = 0.0
-    for j in range(n_groups):
+    for j in range(n_groups):  # sums only: see _SUMS_IN_ANY_ORDER
         nu = x[2 + j]
         residual = y[j] - (mu + tau * nu)
         scaled_residual = residual * inv_sigma2[j]
@@ -209,9 +215,10 @@ def _noncentered_logp_grad(x, grad, y, inv_sigma2, mu_precision, tau_scale,
         logp -= 0.5 * residual * scaled_residual
         d_mu += scaled_residual
         sum_r_nu += scaled_residual * nu
-        d_nu = tau * scaled_residual - nu
-        grad[2 + j] = d_nu
-        sum_grad += d_nu
+        sum_grad += tau * scaled_residual - nu
+    for j in range(n_groups):
+        nu = x[2 + j]
+        grad[2 + j] = tau * ((y[j] - (mu + tau * nu)) * inv_sigma2[j]) - nu
     logp += log_normalizer - 0.5 * sum_nu2
     d_log_tau += tau * sum_r_nu
     grad[0] = d_mu
