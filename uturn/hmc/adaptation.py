@@ -23,16 +23,18 @@ from numba import njit
 
 from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog,
                          velocity)
+from .workspace import padded, take
 
 __all__ = [
     "DUAL_AVERAGING_GAMMA", "DUAL_AVERAGING_T0", "DUAL_AVERAGING_KAPPA",
     "dual_averaging_state", "dual_averaging_restart", "dual_averaging_update",
-    "dual_averaging_final", "window_schedule", "welford_state", "welford_add",
-    "welford_regularized_variance", "find_reasonable_step_size",
+    "dual_averaging_final", "window_schedule", "welford_state", "welford_state_size",
+    "welford_state_in", "welford_add", "welford_regularized_variance", "find_reasonable_step_size",
     "STEP_SIZE_OK", "STEP_SIZE_TOO_LARGE", "STEP_SIZE_TOO_SMALL",
     "GRAD_EARLY_WINDOW", "GRAD_STEP_SIZE_WINDOW", "GRAD_EARLY_SWITCH_FREQ",
     "GRAD_SWITCH_FREQ", "GRAD_MIN_DRAWS", "grad_adaptation_schedule",
-    "grad_estimators_state", "grad_estimators_add", "grad_estimators_switch",
+    "grad_estimators_state", "grad_estimators_state_size",
+    "grad_estimators_state_in", "grad_estimators_add", "grad_estimators_switch",
     "grad_metric_init", "grad_metric_update",
 ]
 
@@ -147,7 +149,24 @@ def window_schedule(num_warmup, init_buffer=75, base_window=25, term_buffer=50):
 @njit(**JIT_OPTIONS)
 def welford_state(dim, dense):
     """``(count (1,), mean (dim,), m2 (1, dim) or (dim, dim))`` for Welford's algorithm."""
-    return np.zeros(1), np.zeros(dim), np.zeros((dim, dim) if dense else (1, dim))
+    return welford_state_in(np.zeros(welford_state_size(dim, dense)), 0, dim, dense)[0]
+
+
+@njit(**JIT_OPTIONS)
+def welford_state_size(dim, dense):
+    """Elements of ``block`` that :func:`welford_state_in` takes."""
+    return padded(1) + padded(dim) + padded(dim * dim if dense else dim)
+
+
+@njit(**JIT_OPTIONS)
+def welford_state_in(block, offset, dim, dense):
+    """:func:`welford_state` cut from a zeroed ``block`` at ``offset``; returns the
+    state and the offset after it (see :mod:`uturn.hmc.workspace`)."""
+    count, offset = take(block, offset, 1)
+    mean, offset = take(block, offset, dim)
+    rows = dim if dense else 1
+    m2, offset = take(block, offset, rows * dim)
+    return (count, mean, m2.reshape((rows, dim))), offset
 
 
 @njit(**NO_REFCOUNT)
@@ -329,7 +348,23 @@ def grad_estimators_state(dim):
     """Four diagonal Welford estimators, ``(counts (4, 1), means (4, dim), m2 (4, 1, dim))``:
     rows 0 and 1 are the foreground draws and gradients, rows 2 and 3 the background
     ones; row ``k`` is used as ``(counts[k], means[k], m2[k])`` by :func:`welford_add`."""
-    return np.zeros((4, 1)), np.zeros((4, dim)), np.zeros((4, 1, dim))
+    return grad_estimators_state_in(np.zeros(grad_estimators_state_size(dim)), 0, dim)[0]
+
+
+@njit(**JIT_OPTIONS)
+def grad_estimators_state_size(dim):
+    """Elements of ``block`` that :func:`grad_estimators_state_in` takes."""
+    return padded(4) + 2 * padded(4 * dim)
+
+
+@njit(**JIT_OPTIONS)
+def grad_estimators_state_in(block, offset, dim):
+    """:func:`grad_estimators_state` cut from a zeroed ``block`` at ``offset``; returns
+    the state and the offset after it (see :mod:`uturn.hmc.workspace`)."""
+    counts, offset = take(block, offset, 4)
+    means, offset = take(block, offset, 4 * dim)
+    m2, offset = take(block, offset, 4 * dim)
+    return (counts.reshape((4, 1)), means.reshape((4, dim)), m2.reshape((4, 1, dim))), offset
 
 
 @njit(**NO_REFCOUNT)

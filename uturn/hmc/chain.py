@@ -34,14 +34,16 @@ from .adaptation import (STEP_SIZE_OK, DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_KAPP
                          dual_averaging_final, dual_averaging_restart,
                          dual_averaging_state, dual_averaging_update,
                          find_reasonable_step_size, grad_estimators_add,
-                         grad_estimators_state, grad_estimators_switch,
-                         grad_metric_init, grad_metric_update, welford_add,
-                         welford_regularized_variance, welford_state)
+                         grad_estimators_state_in, grad_estimators_state_size,
+                         grad_estimators_switch, grad_metric_init, grad_metric_update,
+                         welford_add, welford_regularized_variance, welford_state_in,
+                         welford_state_size)
 from .integrator import JIT_OPTIONS, metric_factor_from_inv_metric
-from .nuts import nuts_transition, nuts_workspace
-from .static import hmc_transition, hmc_workspace
+from .nuts import nuts_transition, nuts_workspace_in, nuts_workspace_size
+from .static import hmc_transition, hmc_workspace_in, hmc_workspace_size
+from .workspace import padded, take
 
-__all__ = ["run_chain", "compiled_run_chain", "STAT_NAMES", "INT_SETTINGS",
+__all__ = ["run_chain", "chain_workspace", "compiled_run_chain", "STAT_NAMES", "INT_SETTINGS",
            "CHAIN_OK", "CHAIN_INTERRUPTED", "CHAIN_STEP_SIZE_TOO_LARGE",
            "CHAIN_STEP_SIZE_TOO_SMALL", "CHAIN_METRIC_NOT_FINITE"]
 
@@ -73,6 +75,44 @@ _DONE, _DIVERGENCES, _STOP = 0, 1, 2
 @njit(**JIT_OPTIONS)
 def _step_size_status(status):
     return CHAIN_STEP_SIZE_TOO_LARGE if status == 1 else CHAIN_STEP_SIZE_TOO_SMALL
+
+
+@njit(**JIT_OPTIONS)
+def chain_workspace(dim, metric_rows, max_treedepth, grad_metric):
+    """Every array one chain works on, cut from one zeroed block in a fixed order, so
+    that where they lie relative to each other depends on the shapes alone (see
+    :mod:`uturn.hmc.workspace`): O(dim * max_treedepth) memory, plus O(dim^2) for a
+    dense metric.
+
+    Returns
+    -------
+    (q, grad, inv_metric, metric_factor, scratch, nuts_space, hmc_space, welford,
+     grad_estimators, q_before)
+        ``inv_metric`` and ``metric_factor`` have shape ``(metric_rows, dim)``;
+        ``scratch`` (4, dim) is :func:`find_reasonable_step_size`'s;
+        ``welford`` and ``grad_estimators`` are the estimator states, and
+        ``grad_estimators`` and ``q_before`` are empty unless ``grad_metric``.
+    """
+    grad_dim = dim if grad_metric else 0
+    dense = metric_rows > 1
+    size = (2 * padded(dim) + 2 * padded(metric_rows * dim) + padded(4 * dim)
+            + nuts_workspace_size(dim, max_treedepth) + hmc_workspace_size(dim)
+            + welford_state_size(dim, dense) + grad_estimators_state_size(grad_dim)
+            + padded(grad_dim))
+    block = np.zeros(size)
+    q, offset = take(block, 0, dim)
+    grad, offset = take(block, offset, dim)
+    inv_metric, offset = take(block, offset, metric_rows * dim)
+    metric_factor, offset = take(block, offset, metric_rows * dim)
+    scratch, offset = take(block, offset, 4 * dim)
+    nuts_space, offset = nuts_workspace_in(block, offset, dim, max_treedepth)
+    hmc_space, offset = hmc_workspace_in(block, offset, dim)
+    welford, offset = welford_state_in(block, offset, dim, dense)
+    grad_estimators, offset = grad_estimators_state_in(block, offset, grad_dim)
+    q_before, offset = take(block, offset, grad_dim)
+    return (q, grad, inv_metric.reshape((metric_rows, dim)),
+            metric_factor.reshape((metric_rows, dim)), scratch.reshape((4, dim)),
+            nuts_space, hmc_space, welford, grad_estimators, q_before)
 
 
 def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rng,
@@ -108,6 +148,25 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
         CHAIN_OK, CHAIN_INTERRUPTED (stopped on request, ``progress[0]`` iterations
         done) or an error code for the step-size heuristic or metric estimate.
     """
+    # The chain works on copies of position and inv_metric inside its own block
+    # (chain_workspace), not on the caller's arrays, wherever those lie.
+    workspace = chain_workspace(position.shape[0], inv_metric.shape[0], int_settings[4],
+                                int_settings[10] != 0)
+    q, chain_inv_metric = workspace[0], workspace[2]
+    q[:] = position
+    chain_inv_metric[:, :] = inv_metric
+    status = _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_ends,
+                           rng, draws_out, stats_out, divergence_points, progress, result)
+    position[:] = q
+    inv_metric[:, :] = chain_inv_metric
+    return status
+
+
+@njit(**JIT_OPTIONS)
+def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_ends, rng,
+                  draws_out, stats_out, divergence_points, progress, result):
+    """:func:`run_chain` on the arrays of ``workspace`` (:func:`chain_workspace`),
+    whose ``q`` and ``inv_metric`` hold the initial point and metric."""
     draws, tune = int_settings[0], int_settings[1]
     algorithm, num_steps, max_treedepth = int_settings[2], int_settings[3], int_settings[4]
     adapt_step_size = int_settings[5] != 0
@@ -117,22 +176,16 @@ def run_chain(logp_grad, position, int_settings, float_settings, window_ends, rn
     grad_metric = int_settings[10] != 0
     grad_early_end, grad_step_size_only_from = int_settings[11], int_settings[12]
     step_size, target_accept = float_settings[0], float_settings[1]
-    dim = position.shape[0]
+    (q, grad, inv_metric, metric_factor, scratch, nuts_space, hmc_space,
+     (welford_count, welford_mean, welford_m2), (grad_counts, grad_means, grad_m2),
+     q_before) = workspace
+    dim = q.shape[0]
 
-    q = position
-    grad = np.empty(dim)
     logp = logp_grad(q, grad)
     n_gradient_evals = 1
-    metric_factor = np.empty_like(inv_metric)
     if not metric_factor_from_inv_metric(inv_metric, metric_factor):
         return CHAIN_METRIC_NOT_FINITE
-    nuts_space = nuts_workspace(dim, max_treedepth)
-    hmc_space = hmc_workspace(dim)
     divergence_point = nuts_space[4] if algorithm == ALGORITHM_NUTS else hmc_space[1]
-    scratch = np.zeros((4, dim))
-    welford_count, welford_mean, welford_m2 = welford_state(dim, inv_metric.shape[0] > 1)
-    grad_counts, grad_means, grad_m2 = grad_estimators_state(dim if grad_metric else 0)
-    q_before = np.empty(dim if grad_metric else 0)
     grad_first_update = True
     grad_last_update = 0
 

@@ -60,8 +60,10 @@ from numba import njit
 
 from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy,
                          leapfrog_from, velocity)
+from .workspace import padded, take
 
-__all__ = ["nuts_workspace", "nuts_transition", "MAX_ENERGY_ERROR",
+__all__ = ["nuts_workspace", "nuts_workspace_size", "nuts_workspace_in", "nuts_transition",
+           "MAX_ENERGY_ERROR",
            "VALID", "TURNING", "DIVERGENT"]
 
 #: A leapfrog step whose energy error exceeds this is a divergence (Stan's max_deltaH).
@@ -98,13 +100,36 @@ def nuts_workspace(dim, max_treedepth):
     ``stack`` (5, max_treedepth + 1, dim): rows 0-1 hold p and p_sharp of the
     leaves that begin pending spans, in slot :func:`_begin_slot`; rows 2-4 hold the
     last p, last p_sharp and momentum sum of the left half pending at each level
-    (with a diagonal metric the p_sharp rows 1 and 3 stay unused: np.zeros leaves
-    their pages unmapped);
+    (with a diagonal metric the p_sharp rows 1 and 3 stay unused: 2 (max_treedepth
+    + 1) dim numbers allocated for nothing, 22 draws' worth at the default depth);
     ``divergence_point`` (dim,): where the last divergent trajectory blew up.
     """
+    block = np.zeros(nuts_workspace_size(dim, max_treedepth))
+    return nuts_workspace_in(block, 0, dim, max_treedepth)[0]
+
+
+@njit(**JIT_OPTIONS)
+def nuts_workspace_size(dim, max_treedepth):
+    """Elements of ``block`` that :func:`nuts_workspace_in` takes."""
     levels = max(max_treedepth, 1)
-    return (np.zeros((4, dim)), np.zeros((N_STATES, 2, dim)), np.zeros((5, dim)),
-            np.zeros((5, levels + 1, dim)), np.full(dim, np.nan))
+    return (padded(4 * dim) + padded(N_STATES * 2 * dim) + padded(5 * dim)
+            + padded(5 * (levels + 1) * dim) + padded(dim))
+
+
+@njit(**JIT_OPTIONS)
+def nuts_workspace_in(block, offset, dim, max_treedepth):
+    """:func:`nuts_workspace` cut from a zeroed ``block`` at ``offset``; returns the
+    workspace and the offset after it (see :mod:`uturn.hmc.workspace`)."""
+    levels = max(max_treedepth, 1)
+    ends, offset = take(block, offset, 4 * dim)
+    states, offset = take(block, offset, N_STATES * 2 * dim)
+    sums, offset = take(block, offset, 5 * dim)
+    stack, offset = take(block, offset, 5 * (levels + 1) * dim)
+    divergence_point, offset = take(block, offset, dim)
+    divergence_point[:] = np.nan
+    return (ends.reshape((4, dim)), states.reshape((N_STATES, 2, dim)),
+            sums.reshape((5, dim)), stack.reshape((5, levels + 1, dim)),
+            divergence_point), offset
 
 
 @njit(**INLINED)

@@ -17,14 +17,31 @@ from numba import njit
 from .integrator import (JIT_OPTIONS, NO_REFCOUNT, draw_momentum, kinetic_energy, leapfrog,
                          velocity)
 from .nuts import MAX_ENERGY_ERROR
+from .workspace import padded, take
 
-__all__ = ["hmc_workspace", "hmc_transition"]
+__all__ = ["hmc_workspace", "hmc_workspace_size", "hmc_workspace_in", "hmc_transition"]
 
 
 @njit(**JIT_OPTIONS)
 def hmc_workspace(dim):
     """``(trajectory (4, dim): q, p, grad, p_sharp; divergence_point (dim,))``."""
-    return np.zeros((4, dim)), np.full(dim, np.nan)
+    return hmc_workspace_in(np.zeros(hmc_workspace_size(dim)), 0, dim)[0]
+
+
+@njit(**JIT_OPTIONS)
+def hmc_workspace_size(dim):
+    """Elements of ``block`` that :func:`hmc_workspace_in` takes."""
+    return padded(4 * dim) + padded(dim)
+
+
+@njit(**JIT_OPTIONS)
+def hmc_workspace_in(block, offset, dim):
+    """:func:`hmc_workspace` cut from a zeroed ``block`` at ``offset``; returns the
+    workspace and the offset after it (see :mod:`uturn.hmc.workspace`)."""
+    trajectory, offset = take(block, offset, 4 * dim)
+    divergence_point, offset = take(block, offset, dim)
+    divergence_point[:] = np.nan
+    return (trajectory.reshape((4, dim)), divergence_point), offset
 
 
 @njit(**NO_REFCOUNT)
