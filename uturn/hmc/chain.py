@@ -24,6 +24,8 @@ See the ``diag_grad`` section of :mod:`uturn.hmc.adaptation`.
 """
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 from numba import njit, types
@@ -380,6 +382,47 @@ def _drop_stale_cache(dispatcher):
         pass
 
 
+#: Set in the environment of the child process that compiles the loop (no grandchild).
+_COMPILING_CHILD = "UTURN_COMPILING_SAMPLER"
+
+
+def _cache_has_index(dispatcher):
+    """Whether numba's disk cache lists a compiled chain loop for these sources (reads
+    the small index, loads no code)."""
+    try:
+        return bool(dispatcher._cache._cache_file._load_index())
+    except AttributeError:  # a numba without these internals: compile here as before
+        return True
+    except Exception:  # an unreadable index: numba itself will recompile
+        return False
+
+
+def _compile_in_child():
+    """Compile the chain loop in a child process, which fills numba's disk cache.
+
+    Why not here: the code numba has just compiled in a process and the object code
+    it saves for later ones sum in slightly different orders (on 2026-12-02 the same
+    seed gave other eight-schools draws in the compiling process than in every later
+    one, even after reloading the saved loop in the same process, whose calls then
+    go to the functions compiled here). Compiled by a child, the loop this process
+    loads is the one every later process loads, so a seed means one fit per build.
+    Should the child fail (no writable cache, uturn not importable by path), the
+    loop is compiled here as before.
+    """
+    here = os.path.abspath(__file__)  # .../uturn/hmc/chain.py
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    env = dict(os.environ, **{_COMPILING_CHILD: "1"})
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    try:
+        subprocess.run([sys.executable, "-c",
+                        "from uturn.hmc.chain import compiled_run_chain; compiled_run_chain()"],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+    except OSError:
+        pass
+
+
 def compiled_run_chain():
     """The compiled chain loop, built on first use and cached on disk by numba.
 
@@ -391,6 +434,8 @@ def compiled_run_chain():
     if not _compiled:
         dispatcher = njit(**JIT_OPTIONS)(run_chain)
         _drop_stale_cache(dispatcher)
+        if os.environ.get(_COMPILING_CHILD) is None and not _cache_has_index(dispatcher):
+            _compile_in_child()
         dispatcher.compile(RUN_CHAIN_SIGNATURE.args)
         dispatcher.disable_compile()
         _compiled.append(dispatcher)
