@@ -1,13 +1,15 @@
-"""Stan's warmup (metric="diag") against nutpie's (metric="diag_grad"), seed by seed.
+"""Stan's warmup (metric="diag"), the same with dual averaging run on across the windows
+(step_size_restart="first_window") and nutpie's (metric="diag_grad"), seed by seed.
 
     python -m benchmarks.adaptation                       # 10 seeds, three workloads
     python -m benchmarks.adaptation --seeds 3 --workloads eight_schools_nc
     python benchmarks/adaptation.py --markdown out.md     # also write the table
     python -m benchmarks.adaptation --peers nutpie stan   # the peers on the same seeds
 
-Every run is ``uturn.sample(model, draws, tune, chains=4, seed=s, cores=2,
-metric=m)``; for each seed the metrics run back to back (diag, diag_grad, then the
-next seed), so that the noise of a shared machine hits both alike. Per run:
+Every run is ``uturn.sample(model, draws, tune, chains=4, seed=s, cores=2, **warmup)``
+with the settings of ``WARMUPS``; for each seed the warmups run back to back (diag,
+diag first_window, diag_grad, then the next seed), so that the noise of a shared
+machine hits them alike. Per run:
 
 * ``ESS/1k grad``: ESS_bulk (``uturn.diagnostics.ess_bulk``) of the quantity of
   interest (``log_tau``, unconstrained coordinate 1, for the hierarchical models;
@@ -51,7 +53,11 @@ from uturn.diagnostics import ess_bulk  # noqa: E402
 from benchmarks import workloads  # noqa: E402
 
 WORKLOADS = ("eight_schools_nc", "gaussian_dense_100", "hier_nc_1000")
-METRICS = ("diag", "diag_grad")
+#: uturn's warmups in the study, by the name its table gives them: Stan's (the default),
+#: Stan's windows with dual averaging restarted after the first only, and nutpie's.
+WARMUPS = {"diag": dict(metric="diag"),
+           "diag first_window": dict(metric="diag", step_size_restart="first_window"),
+           "diag_grad": dict(metric="diag_grad")}
 COLUMNS = ("ess_q", "ess_min", "grads_total", "divergences", "step_size", "seconds")
 HEADERS = ("ESS/1k grad", "min ESS/1k grad", "grads total", "divergences",
            "step size", "wall s")
@@ -65,12 +71,13 @@ def build_model(name):
     return workload.uturn_model(), int(workload.monitored[workload.quantity_index])
 
 
-def measure(model, quantity, metric, seed, draws, tune, chains, cores):
+def measure(model, quantity, warmup, seed, draws, tune, chains, cores):
+    """One run of uturn with the warmup named ``warmup`` (a key of ``WARMUPS``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings: the table has the numbers
         start = time.perf_counter()
         fit = uturn.sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
-                           cores=cores, metric=metric, progress=False)
+                           cores=cores, progress=False, **WARMUPS[warmup])
         seconds = time.perf_counter() - start
     return _row(fit.unconstrained, quantity, float(np.sum(fit.stats["n_steps"])),
                 grads_total=float(np.sum(fit.n_gradient_evals)),
@@ -125,11 +132,11 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_na
     results = {}
     for name in names:
         model, quantity = build_model(name)
-        for metric in METRICS:  # compile the model's wrapper, warm caches
-            measure(model, quantity, metric, 10_000, 50, 50, 1, 1)
+        for warmup in WARMUPS:  # compile the model's wrapper, warm caches
+            measure(model, quantity, warmup, 10_000, 50, 50, 1, 1)
         workload = workloads.get(name)
         built = _build_peers(peer_names, workload, config, log)
-        rows = {metric: [] for metric in METRICS + tuple(built)}
+        rows = {metric: [] for metric in tuple(WARMUPS) + tuple(built)}
         for seed in range(first_seed, first_seed + seeds):
             for metric in rows:
                 if metric in built:
@@ -138,7 +145,7 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_na
                 else:
                     row = measure(model, quantity, metric, seed, draws, tune, chains, cores)
                 rows[metric].append(row)
-                log(f"{name:20s} {metric:10s} seed {seed:3d}: "
+                log(f"{name:20s} {metric:17s} seed {seed:3d}: "
                     + "  ".join(f"{k} {row[k]:.4g}" for k in COLUMNS + ("mean_q",)))
         results[name] = rows
     return results

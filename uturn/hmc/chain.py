@@ -60,7 +60,7 @@ STAT_NAMES = ("lp", "energy", "energy_error", "max_energy_error", "tree_depth",
 INT_SETTINGS = ("draws", "tune", "algorithm", "num_steps", "max_treedepth",
                 "adapt_step_size", "adapt_metric", "init_step_size",
                 "window_first", "window_last", "grad_metric", "grad_early_end",
-                "grad_step_size_only_from")
+                "grad_step_size_only_from", "restart_every_window")
 ALGORITHM_NUTS, ALGORITHM_HMC = 0, 1
 
 CHAIN_OK = 0
@@ -177,6 +177,7 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
     window_first, window_last = int_settings[8], int_settings[9]
     grad_metric = int_settings[10] != 0
     grad_early_end, grad_step_size_only_from = int_settings[11], int_settings[12]
+    restart_every_window = int_settings[13] != 0
     step_size, target_accept = float_settings[0], float_settings[1]
     (q, grad, inv_metric, metric_factor, scratch, nuts_space, hmc_space,
      (welford_count, welford_mean, welford_m2), (grad_counts, grad_means, grad_m2),
@@ -302,14 +303,17 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
                     return CHAIN_METRIC_NOT_FINITE
                 if not metric_factor_from_inv_metric(inv_metric, metric_factor):
                     return CHAIN_METRIC_NOT_FINITE
-                step_size, status, evals = _restart_step_size(
-                    logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
-                    rng, scratch, dual_averaging)
-                n_gradient_evals += evals
-                if status != STEP_SIZE_OK:
-                    result[0] = step_size
-                    result[1] = n_gradient_evals
-                    return _step_size_status(status)
+                # Stan restarts after every window; "first_window" only after the
+                # first, then dual averaging runs on across the later metric updates.
+                if restart_every_window or next_window == 1:
+                    step_size, status, evals = _restart_step_size(
+                        logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
+                        rng, scratch, dual_averaging)
+                    n_gradient_evals += evals
+                    if status != STEP_SIZE_OK:
+                        result[0] = step_size
+                        result[1] = n_gradient_evals
+                        return _step_size_status(status)
             if iteration == tune - 1 and adapt_step_size:
                 step_size = dual_averaging_final(dual_averaging)
         else:
