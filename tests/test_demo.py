@@ -43,3 +43,19 @@ def test_command_line_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "uturn.demo", "--quick"], check=True,
                          capture_output=True, text=True, timeout=300).stdout
     assert "Eight schools" in out and "Verdict" in out
+
+
+def test_verdict_names_the_run_with_the_largest_share_of_divergences():
+    from types import SimpleNamespace
+    from uturn.demo import verdict
+
+    def row(label, centered, divergences, draws, z):
+        return dict(label=label, centered=centered, divergences=divergences,
+                    divergence_share=divergences / draws, z=z, mean_log_tau=0.8 + z / 10,
+                    fit=SimpleNamespace(settings={"target_accept": 0.8}))
+
+    rows = [row("long run", True, 126, 11_000, 4.6), row("short run", True, 107, 4_000, 3.4),
+            row("fixed", False, 1, 4_000, -1.0)]
+    text = verdict(rows)
+    assert "up to 2.7% of its transitions (short run)" in text
+    assert "+3.4 MCSE" in text
