@@ -31,8 +31,10 @@ import numpy as np
 __all__ = ["SAMPLERS", "RunConfig", "RunOutput", "load", "missing_packages"]
 
 #: Every sampler, in report order.
-SAMPLERS = ("uturn", "uturn_grad", "stan", "nutpie", "blackjax", "numpyro", "pymc")
-_MODULES = {"uturn": "uturn_", "uturn_grad": "uturn_grad", "stan": "stan_", "nutpie": "nutpie_",
+SAMPLERS = ("uturn", "uturn_grad", "uturn_first", "stan", "nutpie", "blackjax", "numpyro",
+            "pymc")
+_MODULES = {"uturn": "uturn_", "uturn_grad": "uturn_grad", "uturn_first": "uturn_first",
+            "stan": "stan_", "nutpie": "nutpie_",
             "blackjax": "blackjax_", "numpyro": "numpyro_", "pymc": "pymc_"}
 
 

@@ -42,7 +42,7 @@ def build(workload, config):
     return {"uturn": uturn, "model": model, "workload": workload, "config": config}
 
 
-def run(state, seed, metric="diag"):
+def run(state, seed, metric="diag", step_size_restart="every_window"):
     """One timed ``uturn.sample`` -> :class:`benchmarks.peers.RunOutput`."""
     uturn, model, workload, config = (state[k] for k in ("uturn", "model", "workload",
                                                          "config"))
@@ -51,7 +51,8 @@ def run(state, seed, metric="diag"):
         start = time.perf_counter()
         fit = uturn.sample(model, draws=config.draws, tune=config.tune,
                            chains=config.chains, seed=seed, cores=config.cores,
-                           metric=metric, progress=False)
+                           metric=metric, step_size_restart=step_size_restart,
+                           progress=False)
         seconds = time.perf_counter() - start
     # Every coordinate monitored: the Fit's own array, not a copy that the memory
     # measurement would charge to the sampler.
