@@ -292,6 +292,26 @@ def _kill_group(pid):
         pass
 
 
+#: Fresh processes per sampler for the first-call time, which is the fastest of them:
+#: one process's time moves by 0.2-0.3 s on this shared machine (uturn's 0.85-1.15 s
+#: in five processes in a row), and the numba floor it is compared with is a best of 3.
+FIRST_CALL_REPEATS = 3
+
+
+def best_first_call(kept, new):
+    """The faster of two :func:`first_call` results, with every attempt's seconds in
+    ``"all"`` (a failed attempt is kept only if none succeeded)."""
+    attempts = (kept or {}).get("all", []) + ([new["seconds"]] if "seconds" in new else [])
+    if kept is None or "seconds" not in kept or ("seconds" in new
+                                                 and new["seconds"] < kept["seconds"]):
+        best = dict(new)
+    else:
+        best = dict(kept)
+    if attempts:
+        best["all"] = attempts
+    return best
+
+
 def first_call(sampler, workload, config, timeout, log_dir):
     """Import + build + compile + first sampling run in a fresh process, wall clock.
 
@@ -454,12 +474,15 @@ def main(argv=None):
         workload = workloads.get(name)
         measured[name] = bench_workload(workload, args.samplers, config, args, log_dir)
     for name in _first_call_workloads(args):
-        for sampler, result in measured[name]["results"].items():
-            if result.skipped:      # not installed, hopeless or failed: nothing to time
-                continue
-            _log(f"[{name}] {sampler}: first call in a fresh process")
-            result.first_call = first_call(sampler, workloads.get(name), config,
-                                           args.timeout, log_dir)
+        # Not installed, hopeless or failed: nothing to time.
+        timed = [(s, r) for s, r in measured[name]["results"].items() if not r.skipped]
+        for attempt in range(FIRST_CALL_REPEATS):  # interleaved, as the timed repeats
+            for sampler, result in timed:
+                _log(f"[{name}] {sampler}: first call in a fresh process "
+                     f"({attempt + 1}/{FIRST_CALL_REPEATS})")
+                result.first_call = best_first_call(
+                    result.first_call, first_call(sampler, workloads.get(name), config,
+                                                  args.timeout, log_dir))
         _log(f"[{name}] numba alone: first call of a one-line function, fresh processes")
         measured[name]["numba_floor"] = numba_floor(args.timeout)
     elapsed = time.time() - started

@@ -178,8 +178,9 @@ def _workload_section(name, measured, config):
     first_calls = [_first_call_line(s, r.first_call) for s, r in measured["results"].items()
                    if r.first_call]
     if first_calls:
-        lines += ["", "First call (fresh process, empty model caches, Python's bytecode "
-                  "cache on as on a user's machine):", *first_calls]
+        lines += ["", "First call (the fastest of several fresh processes, interleaved "
+                  "across samplers; empty model caches, Python's bytecode cache on as on a "
+                  "user's machine):", *first_calls]
         floor = measured.get("numba_floor")
         if floor:
             lines.append(f"- numba alone: {floor:.2f} s (best of 3 fresh processes that "
@@ -196,7 +197,10 @@ def _first_call_line(sampler, first):
     if "skipped" in first:
         return f"- {sampler}: failed: {first['skipped']}"
     start_up = first["seconds"] - first["build_seconds"] - first["sample_seconds"]
-    return (f"- {sampler}: {first['seconds']:.2f} s = {start_up:.2f} s interpreter start "
+    attempts = first.get("all", [])
+    each = (f" (fastest of {len(attempts)}: " + ", ".join(f"{t:.2f}" for t in attempts) + ")"
+            if len(attempts) > 1 else "")
+    return (f"- {sampler}: {first['seconds']:.2f} s{each} = {start_up:.2f} s interpreter start "
             f"+ {first['build_seconds']:.2f} s import, build and compile + "
             f"{first['sample_seconds']:.2f} s first sampling run")
 

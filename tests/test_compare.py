@@ -67,7 +67,8 @@ def test_quick_run_writes_the_report_with_the_expected_rows(quick_run):
     limit = _cells(markdown, "**physical limit**")
     assert limit[-4] == "1.0×"
     assert "stan: skipped: not installed (stan)" in markdown
-    assert "First call (fresh process, empty model caches" in markdown
+    assert "First call (the fastest of several fresh processes" in markdown
+    assert "- uturn: " in markdown and " s (fastest of 3: " in markdown
     assert "ArviZ" in markdown
 
 
@@ -157,3 +158,16 @@ def test_workloads_put_every_sampler_in_uturns_coordinates():
     assert selected.shape == (2, 3, 10)
     np.testing.assert_array_equal(selected[..., 1], log_tau)
     np.testing.assert_array_equal(selected[..., 2:], group)
+
+
+def test_first_call_keeps_the_fastest_attempt_and_lists_them_all():
+    from benchmarks.compare import best_first_call
+    slow = {"seconds": 1.2, "build_seconds": 0.9, "sample_seconds": 0.1}
+    fast = {"seconds": 0.8, "build_seconds": 0.6, "sample_seconds": 0.1}
+    failed = {"skipped": "first-call process failed"}
+    kept = best_first_call(None, slow)
+    kept = best_first_call(kept, failed)
+    kept = best_first_call(kept, fast)
+    assert kept["seconds"] == 0.8 and kept["build_seconds"] == 0.6
+    assert kept["all"] == [1.2, 0.8]
+    assert "skipped" in best_first_call(None, failed)
