@@ -388,6 +388,9 @@ def _drop_stale_cache(dispatcher):
 
 #: Set in the environment of the child process that compiles the loop (no grandchild).
 _COMPILING_CHILD = "UTURN_COMPILING_SAMPLER"
+#: Seconds the child may take (the compile takes 15-35 s here) before this process
+#: gives up on it and compiles the loop itself.
+_CHILD_COMPILE_TIMEOUT = 600
 
 
 def _cache_has_index(dispatcher):
@@ -410,7 +413,8 @@ def _compile_in_child():
     one, even after reloading the saved loop in the same process, whose calls then
     go to the functions compiled here). Compiled by a child, the loop this process
     loads is the one every later process loads, so a seed means one fit per build.
-    Should the child fail (no writable cache, uturn not importable by path), the
+    Should the child fail (no writable cache, uturn not importable by path, no
+    Python at ``sys.executable``, more than ``_CHILD_COMPILE_TIMEOUT`` seconds), the
     loop is compiled here as before.
     """
     here = os.path.abspath(__file__)  # .../uturn/hmc/chain.py
@@ -422,8 +426,8 @@ def _compile_in_child():
         subprocess.run([sys.executable, "-c",
                         "from uturn.hmc.chain import compiled_run_chain; compiled_run_chain()"],
                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
-    except OSError:
+                       check=False, timeout=_CHILD_COMPILE_TIMEOUT)
+    except (OSError, subprocess.SubprocessError):  # no Python to run, or it hung
         pass
 
 
