@@ -75,6 +75,14 @@ _DONE, _DIVERGENCES, _STOP = 0, 1, 2
 
 
 @njit(**JIT_OPTIONS)
+def _stopped(result, step_size, n_gradient_evals, status):
+    """Leave the step size and the gradient count in ``result``; return ``status``."""
+    result[0] = step_size
+    result[1] = n_gradient_evals
+    return status
+
+
+@njit(**JIT_OPTIONS)
 def _step_size_status(status):
     return CHAIN_STEP_SIZE_TOO_LARGE if status == 1 else CHAIN_STEP_SIZE_TOO_SMALL
 
@@ -205,9 +213,8 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
             logp_grad, q, grad, logp, step_size, inv_metric, metric_factor, rng, scratch)
         n_gradient_evals += evals
         if status != STEP_SIZE_OK:
-            result[0] = step_size
-            result[1] = n_gradient_evals
-            return _step_size_status(status)
+            return _stopped(result, step_size, n_gradient_evals,
+                            _step_size_status(status))
     dual_averaging = dual_averaging_state(step_size)
 
     next_window = 0
@@ -215,9 +222,7 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
     n_stored_divergences = 0
     for iteration in range(tune + draws):
         if progress[_STOP] != 0:
-            result[0] = step_size
-            result[1] = n_gradient_evals
-            return CHAIN_INTERRUPTED
+            return _stopped(result, step_size, n_gradient_evals, CHAIN_INTERRUPTED)
         if grad_metric and iteration < grad_step_size_only_from:
             q_before[:] = q
         if algorithm == ALGORITHM_NUTS:
@@ -279,9 +284,8 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
                         rng, scratch, dual_averaging)
                     n_gradient_evals += evals
                     if status != STEP_SIZE_OK:
-                        result[0] = step_size
-                        result[1] = n_gradient_evals
-                        return _step_size_status(status)
+                        return _stopped(result, step_size, n_gradient_evals,
+                                        _step_size_status(status))
             if adapt_step_size and not restart_step_size:
                 step_size = dual_averaging_update(
                     dual_averaging, acceptance_rate, target_accept,
@@ -311,9 +315,8 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
                         rng, scratch, dual_averaging)
                     n_gradient_evals += evals
                     if status != STEP_SIZE_OK:
-                        result[0] = step_size
-                        result[1] = n_gradient_evals
-                        return _step_size_status(status)
+                        return _stopped(result, step_size, n_gradient_evals,
+                                        _step_size_status(status))
             if iteration == tune - 1 and adapt_step_size:
                 step_size = dual_averaging_final(dual_averaging)
         else:
@@ -327,9 +330,7 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
                     n_stored_divergences += 1
         progress[_DONE] = iteration + 1
 
-    result[0] = step_size
-    result[1] = n_gradient_evals
-    return CHAIN_OK
+    return _stopped(result, step_size, n_gradient_evals, CHAIN_OK)
 
 
 @njit(**JIT_OPTIONS)
