@@ -209,11 +209,10 @@ def _verdict(ok):
     return "**met**" if ok else "**not met**"
 
 
-#: uturn's non-default variants in the report: the setting each changes...
-VARIANTS = {"uturn_grad": 'metric="diag_grad"',
-            "uturn_first": 'step_size_restart="first_window"'}
-#: ... and how the goal lines name it.
-VARIANT_SHORT = {"uturn_grad": "diag_grad", "uturn_first": "first_window"}
+#: uturn's non-default variants in the report: (the setting each changes, its short
+#: name in the goal lines).
+VARIANTS = {"uturn_grad": ('metric="diag_grad"', "diag_grad"),
+            "uturn_first": ('step_size_restart="first_window"', "first_window")}
 
 
 def _is_uturn(sampler):
@@ -235,7 +234,7 @@ def _goals(all_aggs, measured):
         variant = "".join(
             f" (with {setting}: {aggs[name]['ess_per_s']:,.0f}/s, "
             f"{aggs[name]['ess_per_s'] / peer_rates[best]:.2g}×)"
-            for name, setting in VARIANTS.items() if name in aggs)
+            for name, (setting, _) in VARIANTS.items() if name in aggs)
         lines.append(f"- [{'x' if ratio >= GOAL_SPEEDUP else ' '}] NC eight schools "
                      f"ESS_bulk(log_tau)/s ≥ {GOAL_SPEEDUP:.0f}× the fastest peer: uturn "
                      f"{aggs['uturn']['ess_per_s']:,.0f}/s, fastest peer {best} "
@@ -255,7 +254,7 @@ def _goals(all_aggs, measured):
         ok = aggs["uturn"]["ess_per_1k"] >= peer_values[best]
         all_ok &= ok
         variant = "".join(f", {short} {aggs[name]['ess_per_1k']:.3g}"
-                          for name, short in VARIANT_SHORT.items() if name in aggs)
+                          for name, (_, short) in VARIANTS.items() if name in aggs)
         parts.append(f"{name}: {aggs['uturn']['ess_per_1k']:.3g}{variant} vs {best} "
                      f"{peer_values[best]:.3g} ({'≥' if ok else '<'})")
     if parts:

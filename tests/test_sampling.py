@@ -216,11 +216,20 @@ def test_first_window_restart_reaches_target_accept(target_accept):
     continued = quiet_sample(model, seed=1, target_accept=target_accept,
                              step_size_restart="first_window")
     restarted = quiet_sample(model, seed=1, target_accept=target_accept)
-    realised = continued.stats["acceptance_rate"].mean()
-    assert abs(realised - target_accept) < 0.04
-    assert restarted.stats["acceptance_rate"].mean() > realised
-    if target_accept == 0.8:
-        assert restarted.stats["acceptance_rate"].mean() > target_accept + 0.04
+    acceptance = continued.stats["acceptance_rate"]
+    stan_acceptance = restarted.stats["acceptance_rate"]
+    realised, stan_realised = acceptance.mean(), stan_acceptance.mean()
+    # The mean acceptance's Monte Carlo error is about 0.003 here; on top of it the
+    # final step, exp(x_bar), carries dual averaging's own offset, which ten seeds put
+    # at +0.005 to +0.04 of the target (0.67-0.69 at 0.65): 0.04 allows that offset.
+    noise = mcse_mean(acceptance)
+    assert abs(realised - target_accept) < 0.04 + 5 * noise
+    if target_accept <= 0.8:
+        # Stan's lands above by 0.07-0.08 here, 20-40 of its errors; at 0.9 there is
+        # little room above the target and the two differ by 0.01, within 2 errors.
+        both_noise = np.hypot(noise, mcse_mean(stan_acceptance))
+        assert stan_realised - realised > 5 * both_noise
+        assert stan_realised - target_accept > 0.04 + 5 * mcse_mean(stan_acceptance)
     assert_moments_match(continued, model)
     assert continued.settings["step_size_restart"] == "first_window"
 

@@ -248,9 +248,11 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
         stats[_REACHED_MAX] = 1.0 if reached_max_treedepth else 0.0
         stats[_DIVERGENCE_SLOT] = -1.0
 
-        if iteration < tune and grad_metric:
+        if iteration < tune:
+            # Each warmup decides whether this iteration looks for a step size again
+            # and restarts dual averaging from it; the search is done once, below.
             restart_step_size = False
-            if iteration < grad_step_size_only_from:
+            if grad_metric and iteration < grad_step_size_only_from:
                 # nuts-rs GlobalStrategy::adapt. A draw is used only if the chain moved
                 # (nuts-rs skips draws equal to the starting point of the trajectory).
                 moved = False
@@ -279,44 +281,38 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
                 restart_step_size = adapt_step_size and changed and grad_first_update
                 if restart_step_size:
                     grad_first_update = False
-                    step_size, status, evals = _restart_step_size(
-                        logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
-                        rng, scratch, dual_averaging)
-                    n_gradient_evals += evals
-                    if status != STEP_SIZE_OK:
-                        return _stopped(result, step_size, n_gradient_evals,
-                                        _step_size_status(status))
-            if adapt_step_size and not restart_step_size:
+            elif not grad_metric:
+                if adapt_step_size:
+                    step_size = dual_averaging_update(
+                        dual_averaging, acceptance_rate, target_accept,
+                        DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
+                if adapt_metric and window_first <= iteration <= window_last:
+                    welford_add(welford_count, welford_mean, welford_m2, q)
+                if adapt_metric and next_window < window_ends.shape[0] \
+                        and iteration == window_ends[next_window]:
+                    next_window += 1
+                    if not welford_regularized_variance(welford_count, welford_mean,
+                                                        welford_m2, inv_metric):
+                        return CHAIN_METRIC_NOT_FINITE
+                    if not metric_factor_from_inv_metric(inv_metric, metric_factor):
+                        return CHAIN_METRIC_NOT_FINITE
+                    # Stan restarts after every window; "first_window" only after the
+                    # first, then dual averaging runs on across the later updates.
+                    restart_step_size = restart_every_window or next_window == 1
+            if restart_step_size:
+                step_size, status, evals = _restart_step_size(
+                    logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
+                    rng, scratch, dual_averaging)
+                n_gradient_evals += evals
+                if status != STEP_SIZE_OK:
+                    return _stopped(result, step_size, n_gradient_evals,
+                                    _step_size_status(status))
+            elif grad_metric and adapt_step_size:
+                # diag_grad's dual-averaging step follows its metric update and is
+                # skipped on a restart; the windowed warmups took theirs above.
                 step_size = dual_averaging_update(
                     dual_averaging, acceptance_rate, target_accept,
                     DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
-            if iteration == tune - 1 and adapt_step_size:
-                step_size = dual_averaging_final(dual_averaging)
-        elif iteration < tune:
-            if adapt_step_size:
-                step_size = dual_averaging_update(
-                    dual_averaging, acceptance_rate, target_accept,
-                    DUAL_AVERAGING_GAMMA, DUAL_AVERAGING_T0, DUAL_AVERAGING_KAPPA)
-            if adapt_metric and window_first <= iteration <= window_last:
-                welford_add(welford_count, welford_mean, welford_m2, q)
-            if adapt_metric and next_window < window_ends.shape[0] \
-                    and iteration == window_ends[next_window]:
-                next_window += 1
-                if not welford_regularized_variance(welford_count, welford_mean,
-                                                    welford_m2, inv_metric):
-                    return CHAIN_METRIC_NOT_FINITE
-                if not metric_factor_from_inv_metric(inv_metric, metric_factor):
-                    return CHAIN_METRIC_NOT_FINITE
-                # Stan restarts after every window; "first_window" only after the
-                # first, then dual averaging runs on across the later metric updates.
-                if restart_every_window or next_window == 1:
-                    step_size, status, evals = _restart_step_size(
-                        logp_grad, q, grad, logp, step_size, inv_metric, metric_factor,
-                        rng, scratch, dual_averaging)
-                    n_gradient_evals += evals
-                    if status != STEP_SIZE_OK:
-                        return _stopped(result, step_size, n_gradient_evals,
-                                        _step_size_status(status))
             if iteration == tune - 1 and adapt_step_size:
                 step_size = dual_averaging_final(dual_averaging)
         else:

@@ -12,7 +12,8 @@ the test suite, never in isolation). Cut from one block the arrays' distances
 depend only on the shapes, so every run of a model takes the same versions.
 
 Each piece starts on a multiple of ``ALIGN`` elements (64 bytes) from the block's
-start, so that no two pieces share a cache line.
+start; numba aligns the block itself to 32 bytes, so every piece starts on a 256-bit
+vector boundary.
 """
 import numpy as np
 from numba import njit
@@ -21,7 +22,7 @@ from .integrator import JIT_OPTIONS, NO_REFCOUNT
 
 __all__ = ["ALIGN", "padded", "take"]
 
-#: Pieces start on multiples of this many float64s (a 64-byte cache line).
+#: Pieces start on multiples of this many float64s from the block's start (64 bytes).
 ALIGN = 8
 
 
