@@ -36,6 +36,7 @@ where the peer reports it). Their step size is not read (``nan``). A peer's seed
 its own generator's: the same number gives different draws than uturn's.
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -58,9 +59,10 @@ WORKLOADS = ("eight_schools_nc", "gaussian_dense_100", "hier_nc_1000")
 WARMUPS = {"diag": dict(metric="diag"),
            "diag first_window": dict(metric="diag", step_size_restart="first_window"),
            "diag_grad": dict(metric="diag_grad")}
-COLUMNS = ("ess_q", "ess_min", "grads_total", "divergences", "step_size", "seconds")
+COLUMNS = ("ess_q", "ess_min", "grads_total", "divergences", "step_size", "seconds",
+           "mean_q")
 HEADERS = ("ESS/1k grad", "min ESS/1k grad", "grads total", "divergences",
-           "step size", "wall s")
+           "step size", "wall s", "E[q]: mean over seeds ± se (error in se)")
 
 
 def build_model(name):
@@ -146,14 +148,25 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_na
                     row = measure(model, quantity, metric, seed, draws, tune, chains, cores)
                 rows[metric].append(row)
                 log(f"{name:20s} {metric:17s} seed {seed:3d}: "
-                    + "  ".join(f"{k} {row[k]:.4g}" for k in COLUMNS + ("mean_q",)))
+                    + "  ".join(f"{k} {row[k]:.4g}" for k in COLUMNS))
         results[name] = rows
     return results
 
 
-def _cell(values, column):
+def _cell(values, column, exact=None):
     if column == "step_size" and np.all(np.isnan(values)):
         return "–"
+    if column == "mean_q":
+        # Each seed's E[q] is one estimate; their spread over seeds is the honest error
+        # bar of a warmup's bias (a funnel's chains stick, and their MCSE says too little).
+        mean = np.mean(values)
+        if len(values) < 2:
+            return f"{mean:.3f}"
+        standard_error = np.std(values, ddof=1) / np.sqrt(len(values))
+        cell = f"{mean:.3f} ± {standard_error:.3f}"
+        if exact is not None and standard_error > 0:
+            cell += f" ({(mean - exact) / standard_error:+.1f})"
+        return cell
     q25, q50, q75 = np.percentile(values, [25, 50, 75])
     if column == "grads_total":
         return f"{q50:,.0f} ({q25:,.0f}-{q75:,.0f})"
@@ -174,10 +187,17 @@ def table(results):
     lines = ["| workload | sampler / metric | " + " | ".join(HEADERS) + " |",
              "|---|---|" + "---|" * len(HEADERS)]
     for name, rows in results.items():
+        exact = _exact_mean(name)
         for metric, runs in rows.items():
-            cells = [_cell([r[c] for r in runs], c) for c in COLUMNS]
+            cells = [_cell([r[c] for r in runs], c, exact) for c in COLUMNS]
             lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=None)
+def _exact_mean(name):
+    """The exact E[q] of workload ``name`` (quadrature or the Gaussian's mean)."""
+    return float(workloads.get(name).exact_mean())
 
 
 def main(argv=None):
@@ -202,7 +222,8 @@ def main(argv=None):
     header = (f"{args.chains} chains x ({args.tune} tune + {args.draws} draws), "
               f"cores={args.cores}, seeds {args.first_seed}..."
               f"{args.first_seed + args.seeds - 1}; median (IQR) over seeds, and the mean ± its standard error "
-              f"for ESS/1k grad")
+              f"for ESS/1k grad; E[q] is the mean over seeds of each run's mean of the "
+              f"quantity, exact value {', '.join(f'{n} {_exact_mean(n):.5f}' for n in results)}")
     text = header + "\n\n" + table(results)
     print()
     print(text)

@@ -102,6 +102,18 @@ def test_adaptation_study_measures_a_peer_as_it_measures_uturn():
     assert "mean" in adaptation._cell([70.0, 80.0, 90.0], "ess_q")
 
 
+def test_adaptation_study_reports_the_bias_over_seeds_in_standard_errors():
+    from benchmarks import adaptation
+    # Four seeds' means around 1.0: the cell gives their mean, its standard error and
+    # how many of those the mean lies from the exact value.
+    values = [1.0 + d for d in (-0.1, 0.0, 0.0, 0.1)]
+    se = np.std(values, ddof=1) / 2
+    cell = adaptation._cell(values, "mean_q", exact=1.0 - 4 * se)
+    assert cell == f"1.000 ± {se:.3f} (+4.0)"
+    assert adaptation._cell([0.5], "mean_q", exact=0.8) == "0.500"
+    assert adaptation._exact_mean("eight_schools_c") == pytest.approx(0.8021392108, abs=1e-9)
+
+
 def test_quick_run_returns_numbers_from_uturn_diagnostics(quick_run):
     result, _ = quick_run
     measured = result["workloads"]["eight_schools_nc"]
