@@ -183,3 +183,22 @@ def test_first_call_keeps_the_fastest_attempt_and_lists_them_all():
     assert kept["seconds"] == 0.8 and kept["build_seconds"] == 0.6
     assert kept["all"] == [1.2, 0.8]
     assert "skipped" in best_first_call(None, failed)
+
+
+def test_nutpie_timed_from_its_raw_trace_gives_the_draws_of_its_stock_call():
+    # The nutpie row is timed with return_raw_trace=True (no ArviZ conversion): that
+    # must read the very draws, step counts and divergences a stock call returns.
+    # Needs the bench extra; skipped where nutpie is not installed.
+    pytest.importorskip("nutpie")
+    pytest.importorskip("pymc")
+    nutpie = peers.load("nutpie")
+    for name in ("eight_schools_nc", "gaussian_dense_100"):
+        workload = workloads.get(name)
+        state = nutpie.build(workload, peers.RunConfig(chains=2, tune=100, draws=100, cores=1))
+        raw = nutpie.run(state, 3)
+        stock, _ = nutpie.run_stock(state, 3)
+        assert raw.draws.shape == (2, 100, workload.monitored.size)
+        np.testing.assert_array_equal(raw.draws, stock.draws)
+        np.testing.assert_array_equal(raw.n_steps, stock.n_steps)
+        np.testing.assert_array_equal(raw.diverging, stock.diverging)
+        np.testing.assert_array_equal(raw.warmup_n_steps, stock.warmup_n_steps)
