@@ -1,4 +1,5 @@
-"""Sampler overhead: what a NUTS leapfrog step costs beyond the bare gradient,
+"""Sampler overhead: what a NUTS leapfrog step costs beyond the bare gradient (at
+dim 10 and 100, and on an iid Gaussian from dim 10 to 10,000 per coordinate),
 whether the hot loop allocates, and how long a fresh process waits for its first draw.
 
     python benchmarks/overhead.py            # all of it (about a minute)
@@ -68,6 +69,24 @@ def ns_per_nuts_step(model, dense, repeats):
                                metric=inv_metric, step_size=step, init=model.mean)
         best = min(best, fit.elapsed / fit.n_gradient_evals.sum())
     return best * 1e9, float(np.mean(fit.stats["n_steps"]))
+
+
+def ns_beyond_gradient(dim, repeats, step_size=0.25):
+    """A leaf's cost beyond the bare gradient on an iid Gaussian: one chain, no warmup, a
+    fixed step size; returns ``(ns per gradient, ns per leaf)``. At large dim the
+    difference per coordinate is the sampler's own arithmetic and memory traffic."""
+    model = iid_gaussian(dim)
+    gradient = ns_per_gradient(model, repeats)
+    draws = max(500, int(3e6 / dim / 16))
+    init = np.full(dim, 0.1)
+    best = np.inf
+    for _ in range(repeats):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = uturn.sample(model, draws=draws, tune=0, chains=1, seed=2, progress=False,
+                               step_size=step_size, init=init, cores=1)
+        best = min(best, fit.elapsed / fit.n_gradient_evals.sum())
+    return gradient, best * 1e9
 
 
 FRESH_PROCESS = textwrap.dedent("""
@@ -145,6 +164,14 @@ def main(argv=None):
             step, steps = ns_per_nuts_step(model, dense, repeats)
             print(f"| {name} | {dim} | {gradient:.0f} | {step:.0f} | {step / gradient:.2f} "
                   f"| {steps:.1f} |")
+
+    print("\n## A leaf beyond the gradient, by dimension (iid N(0, I), step 0.25, no warmup)\n")
+    print("| dim | ns / gradient | ns / leaf | beyond the gradient (ns) | per coordinate (ns) |")
+    print("|---:|---:|---:|---:|---:|")
+    for dim in (10, 100, 1000, 10000):
+        gradient, leaf = ns_beyond_gradient(dim, repeats)
+        print(f"| {dim:,} | {gradient:.0f} | {leaf:.0f} | {leaf - gradient:.0f} "
+              f"| {(leaf - gradient) / dim:.2f} |")
 
     print("\n## Allocations by the compiled chain (numba NRT, NUMBA_NRT_STATS=1)\n")
     small, large = allocations_per_run()
