@@ -61,12 +61,18 @@ def ns_per_nuts_step(model, dense, repeats):
                            metric=inv_metric)
     step = float(fit.step_size[0])
     draws = max(2000, int(2e6 / (model.dim * np.mean(fit.stats["n_steps"]))))
+    return _ns_per_leaf(model, repeats, draws=draws, metric=inv_metric, step_size=step,
+                        init=model.mean)
+
+
+def _ns_per_leaf(model, repeats, **settings):
+    """Best over ``repeats`` one-chain runs without warmup of wall time per leapfrog
+    step, and the mean steps per draw of the last run."""
     best = np.inf
     for _ in range(repeats):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = uturn.sample(model, draws=draws, tune=0, chains=1, seed=2, progress=False,
-                               metric=inv_metric, step_size=step, init=model.mean)
+            fit = uturn.sample(model, tune=0, chains=1, seed=2, progress=False, **settings)
         best = min(best, fit.elapsed / fit.n_gradient_evals.sum())
     return best * 1e9, float(np.mean(fit.stats["n_steps"]))
 
@@ -77,16 +83,9 @@ def ns_beyond_gradient(dim, repeats, step_size=0.25):
     difference per coordinate is the sampler's own arithmetic and memory traffic."""
     model = iid_gaussian(dim)
     gradient = ns_per_gradient(model, repeats)
-    draws = max(500, int(3e6 / dim / 16))
-    init = np.full(dim, 0.1)
-    best = np.inf
-    for _ in range(repeats):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = uturn.sample(model, draws=draws, tune=0, chains=1, seed=2, progress=False,
-                               step_size=step_size, init=init, cores=1)
-        best = min(best, fit.elapsed / fit.n_gradient_evals.sum())
-    return gradient, best * 1e9
+    leaf, _ = _ns_per_leaf(model, repeats, draws=max(500, int(3e6 / dim / 16)),
+                           step_size=step_size, init=np.full(dim, 0.1), cores=1)
+    return gradient, leaf
 
 
 FRESH_PROCESS = textwrap.dedent("""

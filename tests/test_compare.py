@@ -196,7 +196,7 @@ def test_nutpie_timed_from_its_raw_trace_gives_the_draws_of_its_stock_call():
         workload = workloads.get(name)
         state = nutpie.build(workload, peers.RunConfig(chains=2, tune=100, draws=100, cores=1))
         raw = nutpie.run(state, 3)
-        stock, _ = nutpie.run_stock(state, 3)
+        stock = nutpie.run_stock(state, 3)
         assert raw.draws.shape == (2, 100, workload.monitored.size)
         np.testing.assert_array_equal(raw.draws, stock.draws)
         np.testing.assert_array_equal(raw.n_steps, stock.n_steps)

@@ -28,10 +28,21 @@ def pymc_model(workload):
     return model
 
 
+def variable_names(workload):
+    """The PyMC variables whose draws hold the workload's monitored coordinates."""
+    return ("x",) if workload.kind == "gaussian" else ("mu", "tau", workload.group_name)
+
+
+def select_draws(workload, draws):
+    """Monitored coordinates from ``{name: (chain, draw, ...) array}`` of the
+    :func:`variable_names` (``log_tau = log(tau)``)."""
+    if workload.kind == "gaussian":
+        return workload.select(x=draws["x"])
+    return workload.select(mu=draws["mu"], log_tau=np.log(draws["tau"]),
+                           group=draws[workload.group_name])
+
+
 def select_from_posterior(workload, posterior):
     """Monitored coordinates from an ArviZ ``posterior`` group (dataset of (chain, draw, ...))."""
-    if workload.kind == "gaussian":
-        return workload.select(x=posterior["x"].values)
-    return workload.select(mu=posterior["mu"].values,
-                           log_tau=np.log(posterior["tau"].values),
-                           group=posterior[workload.group_name].values)
+    return select_draws(workload, {name: posterior[name].values
+                                   for name in variable_names(workload)})

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import RunOutput
-from ._pymc_models import pymc_model, select_from_posterior
+from ._pymc_models import pymc_model, select_draws, select_from_posterior, variable_names
 
 LABEL = "nutpie (numba backend)"
 REQUIRES = ("nutpie", "pymc")
@@ -73,7 +73,7 @@ def _from_raw_trace(workload, trace):
     """The run's figures from nutpie's raw trace: its draws and statistics per chain,
     warmup rows (``tuning``) first, as nutpie's own conversion to ArviZ splits them."""
     draw_batches, stat_batches = trace.get_arrow_trace()
-    names = ("x",) if workload.kind == "gaussian" else ("mu", "tau", workload.group_name)
+    names = variable_names(workload)
     draws = {name: [] for name in names}
     n_steps, diverging, warmup_n_steps = [], [], []
     for draw_batch, stat_batch in zip(draw_batches, stat_batches):
@@ -84,12 +84,8 @@ def _from_raw_trace(workload, trace):
         n_steps.append(steps[~tuning])
         warmup_n_steps.append(steps[tuning])
         diverging.append(_column(stat_batch, "diverging").astype(bool)[~tuning])
-    draws = {name: np.stack(chains) for name, chains in draws.items()}
-    if workload.kind == "gaussian":
-        selected = workload.select(x=draws["x"])
-    else:
-        selected = workload.select(mu=draws["mu"], log_tau=np.log(draws["tau"]),
-                                   group=draws[workload.group_name])
+    selected = select_draws(workload, {name: np.stack(chains)
+                                       for name, chains in draws.items()})
     return selected, np.stack(n_steps), np.stack(diverging), np.stack(warmup_n_steps)
 
 
@@ -105,8 +101,8 @@ def run(state, seed):
 
 
 def run_stock(state, seed):
-    """One ``nutpie.sample`` as a user calls it, returning an ArviZ InferenceData, and
-    its wall time: ``(RunOutput, seconds)``."""
+    """One ``nutpie.sample`` as a user calls it, returning an ArviZ InferenceData
+    (timed with the conversion) -> :class:`RunOutput`."""
     workload = state["workload"]
     start = time.perf_counter()
     trace = _sample(state, seed, raw=False)
@@ -118,7 +114,7 @@ def run_stock(state, seed):
                        diverging=stats["diverging"].values.astype(bool), seconds=seconds,
                        warmup_n_steps=warmup.astype(np.int64))
     del trace
-    return output, seconds
+    return output
 
 
 _STOCK_RUN_MAX_DIM = 10_000   # the extra stock run is a full run: only where it is cheap
@@ -129,7 +125,7 @@ def extra_notes(state, seed):
     workload = state["workload"]
     if workload.dim > _STOCK_RUN_MAX_DIM:
         return []
-    _, stock_seconds = run_stock(state, seed)
+    stock_seconds = run_stock(state, seed).seconds
     raw_seconds = run(state, seed).seconds
     return [f"nutpie returns an ArviZ InferenceData by default; that conversion is Python "
             f"work after sampling: a stock call took {stock_seconds:.3f} s on "
