@@ -1,6 +1,7 @@
 """Sampler overhead: what a NUTS leapfrog step costs beyond the bare gradient (at
 dim 10 and 100, and on an iid Gaussian from dim 10 to 10,000 per coordinate),
-whether the hot loop allocates, and how long a fresh process waits for its first draw.
+whether the hot loop allocates, where a whole eight-schools call goes (chains, automatic
+checks, fixed cost), and how long a fresh process waits for its first draw.
 
     python benchmarks/overhead.py            # all of it (about a minute)
     python benchmarks/overhead.py --quick    # fewer repeats
@@ -24,7 +25,9 @@ from numba import njit, types
 
 import uturn
 from uturn.model import LOGP_GRAD_TYPE
+from uturn.models import eight_schools
 from uturn.models.gaussian import dense_gaussian, iid_gaussian
+from uturn.sampling import _automatic_checks
 
 
 @njit(types.float64(LOGP_GRAD_TYPE, types.float64[::1], types.float64[::1], types.int64),
@@ -86,6 +89,32 @@ def ns_beyond_gradient(dim, repeats, step_size=0.25):
     leaf, _ = _ns_per_leaf(model, repeats, draws=max(500, int(3e6 / dim / 16)),
                            step_size=step_size, init=np.full(dim, 0.1), cores=1)
     return gradient, leaf
+
+
+def call_split(calls):
+    """Milliseconds of ``uturn.sample`` on non-centered eight schools (4 chains of 1,000 +
+    1,000, ``cores=2``, as the comparison runs it): the whole call, the automatic checks
+    it ends with (R-hat and ESS of every quantity, timed again on the call's fit), and a
+    call of 4 x (10 + 10) iterations, which is nearly all fixed cost. Each as
+    ``(median, min)`` over ``calls`` calls with distinct seeds."""
+    model = eight_schools(centered=False)
+    whole, checks, tiny = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny calls' checks complain, rightly
+        for seed in range(3):
+            uturn.sample(model, chains=4, seed=seed, cores=2, progress=False)
+        for seed in range(calls):
+            start = time.perf_counter()
+            fit = uturn.sample(model, chains=4, seed=100 + seed, cores=2, progress=False)
+            whole.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            _automatic_checks(fit)
+            checks.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            uturn.sample(model, draws=10, tune=10, chains=4, seed=seed, cores=2,
+                         progress=False)
+            tiny.append(time.perf_counter() - start)
+    return [(1e3 * np.median(t), 1e3 * np.min(t)) for t in (whole, checks, tiny)]
 
 
 FRESH_PROCESS = textwrap.dedent("""
@@ -176,6 +205,17 @@ def main(argv=None):
     small, large = allocations_per_run()
     print(f"100 + 100 iterations: {small} allocations; 10,000 + 10,000 iterations: {large} "
           f"allocations ({'the same: nothing is allocated per iteration' if small == large else 'DIFFERENT: the loop allocates'})")
+
+    print("\n## Where an eight-schools call goes (non-centered, 4 x (1,000 + 1,000), cores=2)\n")
+    whole, checks, tiny = call_split(15 if args.quick else 40)
+    print("| part | median (ms) | min (ms) |")
+    print("|---|---:|---:|")
+    for label, (median, least) in (("whole call", whole),
+                                   ("its automatic checks (R-hat, ESS of 19 quantities)", checks),
+                                   ("a 4 x (10 + 10) call: the fixed cost", tiny)):
+        print(f"| {label} | {median:.2f} | {least:.2f} |")
+    print(f"| chains, by difference (whole - checks - fixed) | "
+          f"{whole[0] - checks[0] - tiny[0]:.2f} | |")
 
     print("\n## A fresh process: import, build a model, sample 4 x (100 + 100)\n")
     print("| numba cache | import uturn (s) | Model() incl. user compile (s) | sample (s) "
