@@ -19,8 +19,10 @@ machine hits them alike. Per run:
   1,000 sampling gradients;
 * ``grads total``: ``fit.n_gradient_evals`` summed over chains (warmup, step-size
   searches and sampling);
-* divergences after warmup, the final step size (median over chains) and the wall
-  time of ``uturn.sample``.
+* divergences after warmup, the final step size (median over chains), the mean
+  acceptance statistic of the sampling phase (what dual averaging steers to
+  ``target_accept``, 0.8: Stan's ``accept_stat__``) and the wall time of
+  ``uturn.sample``.
 
 The table gives the median and the interquartile range (25%-75%) over seeds, and
 the mean with its standard error for ESS/1k grad: one seed's ESS varies by 10-20%,
@@ -32,8 +34,10 @@ untimed run.
 extra) on the same seeds, in this process, each built once and warmed up by one run:
 ESS is computed by the same ``ess_bulk`` from the draws their ``run`` returns, and
 the gradients are their reported leapfrog steps (warmup included in ``grads total``
-where the peer reports it). Their step size is not read (``nan``). A peer's seed is
-its own generator's: the same number gives different draws than uturn's.
+where the peer reports it). Step size and acceptance statistic come from the peers
+that report them (Stan, nutpie, PyMC; ``–`` for BlackJAX and NumPyro, whose jitted
+runs do not return them). A peer's seed is its own generator's: the same number
+gives different draws than uturn's.
 """
 import argparse
 import functools
@@ -59,10 +63,10 @@ WORKLOADS = ("eight_schools_nc", "gaussian_dense_100", "hier_nc_1000")
 WARMUPS = {"diag": dict(metric="diag"),
            "diag first_window": dict(metric="diag", step_size_restart="first_window"),
            "diag_grad": dict(metric="diag_grad")}
-COLUMNS = ("ess_q", "ess_min", "grads_total", "divergences", "step_size", "seconds",
-           "mean_q")
+COLUMNS = ("ess_q", "ess_min", "grads_total", "divergences", "step_size", "acceptance",
+           "seconds", "mean_q")
 HEADERS = ("ESS/1k grad", "min ESS/1k grad", "grads total", "divergences",
-           "step size", "wall s", "E[q]: mean over seeds ± se (error in se)")
+           "step size", "accept stat", "wall s", "E[q]: mean over seeds ± se (error in se)")
 
 
 def build_model(name):
@@ -84,7 +88,8 @@ def measure(model, quantity, warmup, seed, draws, tune, chains, cores):
     return _row(fit.unconstrained, quantity, float(np.sum(fit.stats["n_steps"])),
                 grads_total=float(np.sum(fit.n_gradient_evals)),
                 divergences=float(fit.num_divergences),
-                step_size=float(np.median(fit.step_size)), seconds=seconds)
+                step_size=float(np.median(fit.step_size)),
+                acceptance=float(np.mean(fit.stats["acceptance_rate"])), seconds=seconds)
 
 
 def _row(draws, quantity, sampling_gradients, **measured):
@@ -107,7 +112,11 @@ def measure_peer(peer, state, workload, seed):
         else sampling + float(np.sum(output.warmup_n_steps)) \
         + float(output.extra_warmup_gradients or 0)
     return _row(output.draws, workload.quantity_index, sampling, grads_total=total,
-                divergences=float(np.sum(output.diverging)), step_size=np.nan,
+                divergences=float(np.sum(output.diverging)),
+                step_size=np.nan if output.step_size is None
+                else float(np.median(output.step_size)),
+                acceptance=np.nan if output.acceptance is None
+                else float(np.mean(output.acceptance)),
                 seconds=output.seconds)
 
 
@@ -154,7 +163,7 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_na
 
 
 def _cell(values, column, exact=None):
-    if column == "step_size" and np.all(np.isnan(values)):
+    if column in ("step_size", "acceptance") and np.all(np.isnan(values)):
         return "–"
     if column == "mean_q":
         # Each seed's E[q] is one estimate; their spread over seeds is the honest error
@@ -172,8 +181,14 @@ def _cell(values, column, exact=None):
         return f"{q50:,.0f} ({q25:,.0f}-{q75:,.0f})"
     if column == "divergences":
         return f"{q50:g} ({q25:g}-{q75:g}), total {np.sum(values):g}"
-    if column == "step_size":
-        return f"{q50:.3g} ({q25:.3g}-{q75:.3g})"
+    if column in ("step_size", "acceptance"):
+        # Two warmups that are the same algorithm differ here only by the seeds' luck:
+        # the mean and its standard error say whether a difference is more than that.
+        cell = f"{q50:.3f} ({q25:.3f}-{q75:.3f})"
+        if len(values) > 1:
+            standard_error = np.std(values, ddof=1) / np.sqrt(len(values))
+            cell += f"; mean {np.mean(values):.4f} ± {standard_error:.4f}"
+        return cell
     if column == "seconds":
         return f"{q50:.2f} ({q25:.2f}-{q75:.2f})"
     cell = f"{q50:.1f} ({q25:.1f}-{q75:.1f})"

@@ -96,10 +96,14 @@ def test_adaptation_study_measures_a_peer_as_it_measures_uturn():
     model, quantity = adaptation.build_model("eight_schools_nc")
     direct = adaptation.measure(model, quantity, "diag", 5, 200, 200, 2, 1)
     via_peer = adaptation.measure_peer(peer, state, workload, 5)
-    for key in ("ess_q", "ess_min", "grads_total", "divergences", "mean_q"):
+    for key in ("ess_q", "ess_min", "grads_total", "divergences", "mean_q", "step_size",
+                "acceptance"):
         assert via_peer[key] == pytest.approx(direct[key], rel=1e-12), key
-    assert np.isnan(via_peer["step_size"])
+    # Dual averaging steers the acceptance statistic towards target_accept (0.8).
+    assert 0.6 < direct["acceptance"] < 1.0
     assert "mean" in adaptation._cell([70.0, 80.0, 90.0], "ess_q")
+    assert adaptation._cell([np.nan, np.nan], "acceptance") == "–"    # a peer without it
+    assert adaptation._cell([0.8, 0.9], "acceptance").endswith("mean 0.8500 ± 0.0500")
 
 
 def test_adaptation_study_reports_the_bias_over_seeds_in_standard_errors():

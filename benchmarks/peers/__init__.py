@@ -68,6 +68,14 @@ class RunOutput:
         Gradients spent outside the warmup transitions (step-size searches) when the
         peer counts them; None when it does not report them.
     notes : list of str
+    step_size : ndarray (chains,) or None
+        Each chain's step size after warmup, None where the peer's is not read.
+    acceptance : ndarray (chains, draws) or None
+        The acceptance statistic of each sampling-phase transition (Stan's
+        ``accept_stat__``: the mean Metropolis probability over the trajectory's
+        states, which dual averaging steers to ``target_accept``), None where not read.
+        Both are read after the timed call, for the warmup study
+        (``benchmarks.adaptation``).
     """
 
     draws: np.ndarray
@@ -77,6 +85,8 @@ class RunOutput:
     warmup_n_steps: Optional[np.ndarray] = None
     extra_warmup_gradients: Optional[int] = None
     notes: list = field(default_factory=list)
+    step_size: Optional[np.ndarray] = None
+    acceptance: Optional[np.ndarray] = None
 
 
 def load(name):

@@ -69,10 +69,10 @@ def _column(batch, name):
     return values.to_numpy(zero_copy_only=False)
 
 
-def _from_raw_trace(workload, trace):
-    """The run's figures from nutpie's raw trace: its draws and statistics per chain,
-    warmup rows (``tuning``) first, as nutpie's own conversion to ArviZ splits them."""
-    draw_batches, stat_batches = trace.get_arrow_trace()
+def _from_raw_trace(workload, draw_batches, stat_batches):
+    """The run's figures from nutpie's raw trace (its Arrow batches, which the trace
+    gives out once): draws and statistics per chain, warmup rows (``tuning``) first, as
+    nutpie's own conversion to ArviZ splits them."""
     names = variable_names(workload)
     draws = {name: [] for name in names}
     n_steps, diverging, warmup_n_steps = [], [], []
@@ -93,11 +93,26 @@ def run(state, seed):
     """One timed ``nutpie.sample``, draws read from its raw trace -> :class:`RunOutput`."""
     start = time.perf_counter()
     trace = _sample(state, seed, raw=True)
-    draws, n_steps, diverging, warmup_n_steps = _from_raw_trace(state["workload"], trace)
+    draw_batches, stat_batches = trace.get_arrow_trace()
+    draws, n_steps, diverging, warmup_n_steps = _from_raw_trace(state["workload"],
+                                                                draw_batches, stat_batches)
     seconds = time.perf_counter() - start
-    del trace
+    step_size, acceptance = _adaptation_stats(stat_batches)
+    del trace, draw_batches, stat_batches
     return RunOutput(draws=draws, n_steps=n_steps, diverging=diverging, seconds=seconds,
-                     warmup_n_steps=warmup_n_steps)
+                     warmup_n_steps=warmup_n_steps, step_size=step_size,
+                     acceptance=acceptance)
+
+
+def _adaptation_stats(stat_batches):
+    """Each chain's step size after warmup and its sampling-phase ``mean_tree_accept``
+    (Stan's accept_stat__), from the raw trace's statistics, after the timed call."""
+    step_size, acceptance = [], []
+    for stat_batch in stat_batches:
+        tuning = _column(stat_batch, "tuning").astype(bool)
+        step_size.append(_column(stat_batch, "step_size")[~tuning][0])
+        acceptance.append(_column(stat_batch, "mean_tree_accept")[~tuning])
+    return np.array(step_size, dtype=float), np.stack(acceptance).astype(float)
 
 
 def run_stock(state, seed):

@@ -69,6 +69,8 @@ def run(state, seed):
                        n_steps=stats["n_steps"].values.astype(np.int64),
                        diverging=stats["diverging"].values.astype(bool), seconds=seconds,
                        warmup_n_steps=idata.warmup_sample_stats["n_steps"].values
-                       .astype(np.int64))
+                       .astype(np.int64),
+                       step_size=stats["step_size"].values[:, 0].astype(float),
+                       acceptance=stats["acceptance_rate"].values.astype(float))
     del idata
     return output

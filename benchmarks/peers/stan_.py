@@ -119,6 +119,10 @@ def run(state, seed):
             group=np.transpose(table[first:first + workload.n_groups, kept], (2, 1, 0)))
     n_leapfrog = table[sampler_names.index("n_leapfrog__")].T.astype(np.int64)
     divergent = table[sampler_names.index("divergent__"), kept].T > 0
+    # Stan fixes the step size at the end of warmup: every kept draw of a chain has it.
+    step_size = table[sampler_names.index("stepsize__"), config.tune].copy()
+    acceptance = table[sampler_names.index("accept_stat__"), kept].T.copy()
     del fit, table
     return RunOutput(draws=draws, n_steps=n_leapfrog[:, config.tune:], diverging=divergent,
-                     seconds=seconds, warmup_n_steps=n_leapfrog[:, :config.tune])
+                     seconds=seconds, warmup_n_steps=n_leapfrog[:, :config.tune],
+                     step_size=step_size, acceptance=acceptance)

@@ -65,7 +65,9 @@ def run(state, seed, metric="diag", step_size_restart="every_window"):
     extra = int(np.sum(fit.n_gradient_evals)) - int(sampling.sum()) - int(warmup.sum())
     return RunOutput(draws=draws, n_steps=sampling,
                      diverging=np.asarray(fit.stats["diverging"], dtype=bool),
-                     seconds=seconds, warmup_n_steps=warmup, extra_warmup_gradients=extra)
+                     seconds=seconds, warmup_n_steps=warmup, extra_warmup_gradients=extra,
+                     step_size=np.asarray(fit.step_size, dtype=float),
+                     acceptance=np.asarray(fit.stats["acceptance_rate"], dtype=float))
 
 
 _CALL_LOOP = None
