@@ -146,3 +146,27 @@ def test_step_size_heuristic_reports_improper_posterior():
         flat_fn, q, np.zeros(dim), 0.0, 1.0, np.ones((1, dim)), np.ones((1, dim)),
         np.random.default_rng(0), np.empty((4, dim)))
     assert status == STEP_SIZE_TOO_LARGE and step > 1e7
+
+
+@pytest.mark.parametrize("given_step_size", [1.0, 0.05])
+@pytest.mark.parametrize("step_size_restart", ["every_window", "first_window"])
+def test_dual_averaging_starts_from_ten_times_the_given_step_not_the_searched_one(
+        given_step_size, step_size_restart):
+    # Stan sets mu = log(10 * stepsize) from the step size it is given, before
+    # init_stepsize() moves the step (services/util/config_adaptive_sampler.hpp), so
+    # the first dual-averaging iterate is x_1 = log(10 * given) - (delta - a_0) /
+    # ((1 + t0) * gamma), whatever step the search found. Until round 10 uturn used
+    # the searched step, which on the centered eight schools left its warmup with
+    # smaller steps than Stan's (benchmarks/ADAPTATION.md, round 10).
+    from uturn.models.gaussian import diagonal_gaussian
+    from _sampling_helpers import quiet_sample
+    # sd 0.1: the search halves a step of 1 and doubles one of 0.05.
+    fit = quiet_sample(diagonal_gaussian(np.zeros(3), 0.1), draws=10, tune=200, chains=2,
+                       seed=3, step_size=given_step_size,
+                       step_size_restart=step_size_restart)
+    steps = fit.warmup_stats["step_size"]
+    acceptance = np.minimum(fit.warmup_stats["acceptance_rate"][:, 0], 1.0)
+    searched = steps[:, 0]
+    assert np.all(searched != given_step_size)   # the search moved the step
+    expected = np.log(10.0 * given_step_size) - (0.8 - acceptance) / (11.0 * 0.05)
+    np.testing.assert_allclose(np.log(steps[:, 1]), expected, rtol=0, atol=1e-12)

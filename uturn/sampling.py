@@ -255,7 +255,9 @@ def sample(model, draws=1000, tune=1000, chains=4, seed=None, *, algorithm="nuts
         few draws and also adapts with ``tune`` below 20.
     step_size : float, optional
         Initial step size (default 1, then Stan's heuristic); with ``tune=0`` it is
-        used as given.
+        used as given. As in Stan, dual averaging shrinks towards ``log(10 *
+        step_size)`` of this given step until the first metric update (from then on
+        towards ten times the step the heuristic finds after each update).
     num_steps : int
         Leapfrog steps per transition; required for, and only for, ``algorithm="hmc"``.
     init : ndarray, optional

@@ -208,6 +208,12 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
             return CHAIN_METRIC_NOT_FINITE
         grad_estimators_add(grad_counts, grad_means, grad_m2, q, grad)
 
+    # Stan sets dual averaging's mu = log(10 * stepsize) from the step size it is given,
+    # before init_stepsize() moves that step (services/util/config_adaptive_sampler),
+    # so until the first metric update the iterates shrink towards ten times the
+    # given step, not ten times the searched one. diag_grad keeps the searched step,
+    # which it restarts from at its first metric update a few draws in.
+    dual_averaging = dual_averaging_state(step_size)
     if init_step_size:
         step_size, status, evals = find_reasonable_step_size(
             logp_grad, q, grad, logp, step_size, inv_metric, metric_factor, rng, scratch)
@@ -215,7 +221,8 @@ def _run_chain_in(logp_grad, workspace, int_settings, float_settings, window_end
         if status != STEP_SIZE_OK:
             return _stopped(result, step_size, n_gradient_evals,
                             _step_size_status(status))
-    dual_averaging = dual_averaging_state(step_size)
+    if grad_metric:
+        dual_averaging_restart(dual_averaging, step_size)
 
     next_window = 0
     n_divergence_slots = divergence_points.shape[0]
