@@ -162,6 +162,14 @@ def run(names, seeds, draws, tune, chains, cores, first_seed, log=print, peer_na
     return results
 
 
+def standard_error(values, axis=None):
+    """Standard error of a mean over independent runs (seeds): the sample standard
+    deviation (ddof 1) over ``sqrt(n)``, along ``axis`` (all values when None)."""
+    values = np.asarray(values)
+    n = values.size if axis is None else values.shape[axis]
+    return np.std(values, axis=axis, ddof=1) / np.sqrt(n)
+
+
 def _cell(values, column, exact=None):
     if column in ("step_size", "acceptance") and np.all(np.isnan(values)):
         return "–"
@@ -171,10 +179,10 @@ def _cell(values, column, exact=None):
         mean = np.mean(values)
         if len(values) < 2:
             return f"{mean:.3f}"
-        standard_error = np.std(values, ddof=1) / np.sqrt(len(values))
-        cell = f"{mean:.3f} ± {standard_error:.3f}"
-        if exact is not None and standard_error > 0:
-            cell += f" ({(mean - exact) / standard_error:+.1f})"
+        error = standard_error(values)
+        cell = f"{mean:.3f} ± {error:.3f}"
+        if exact is not None and error > 0:
+            cell += f" ({(mean - exact) / error:+.1f})"
         return cell
     q25, q50, q75 = np.percentile(values, [25, 50, 75])
     if column == "grads_total":
@@ -186,15 +194,13 @@ def _cell(values, column, exact=None):
         # the mean and its standard error say whether a difference is more than that.
         cell = f"{q50:.3f} ({q25:.3f}-{q75:.3f})"
         if len(values) > 1:
-            standard_error = np.std(values, ddof=1) / np.sqrt(len(values))
-            cell += f"; mean {np.mean(values):.4f} ± {standard_error:.4f}"
+            cell += f"; mean {np.mean(values):.4f} ± {standard_error(values):.4f}"
         return cell
     if column == "seconds":
         return f"{q50:.2f} ({q25:.2f}-{q75:.2f})"
     cell = f"{q50:.1f} ({q25:.1f}-{q75:.1f})"
     if column == "ess_q" and len(values) > 1:
-        mean, standard_error = np.mean(values), np.std(values, ddof=1) / np.sqrt(len(values))
-        cell += f"; mean {mean:.1f} ± {standard_error:.1f}"
+        cell += f"; mean {np.mean(values):.1f} ± {standard_error(values):.1f}"
     return cell
 
 

@@ -33,6 +33,8 @@ import uturn  # noqa: E402
 from uturn.models import eight_schools  # noqa: E402
 from uturn.models.eight_schools import SIGMA, Y  # noqa: E402
 
+from benchmarks.adaptation import standard_error  # noqa: E402
+
 # x = (mu, log_tau, theta or nu) = step * z.
 _PROGRAM = """
 data {{ int J; vector[J] y; vector[J] sigma; real step; }}
@@ -91,8 +93,7 @@ def table(rows):
     lines = ["| sampler | " + " | ".join(STATISTICS) + " |",
              "|---|" + "---|" * len(STATISTICS)]
     for name, values in rows.items():
-        mean = values.mean(axis=0)
-        error = values.std(axis=0, ddof=1) / np.sqrt(len(values))
+        mean, error = values.mean(axis=0), standard_error(values, axis=0)
         lines.append(f"| {name} | " + " | ".join(f"{m:.4f} ± {e:.4f}"
                                                  for m, e in zip(mean, error)) + " |")
     return "\n".join(lines)
