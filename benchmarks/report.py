@@ -6,6 +6,7 @@ import shlex
 import statistics
 
 from benchmarks import peers, workloads
+from uturn.sampling import AUTO_CHECK_QUANTITIES
 
 __all__ = ["render", "bar_chart", "aggregate", "machine", "versions"]
 
@@ -421,7 +422,12 @@ def _notes(args, config, all_aggs, measured):
                  "work after sampling (on eight schools up to half of a stock call), so "
                  "it runs with `return_raw_trace=True` and its draws are read from the "
                  "Arrow trace into numpy inside the timed run (identical draws, tested); "
-                 "a stock call's time is in the workload's notes. PyStan needs "
+                 "a stock call's time is in the workload's notes. uturn checks its fit "
+                 "by default once the chains are done (R-hat and ESS of up to "
+                 f"{AUTO_CHECK_QUANTITIES} quantities, divergences, tree depth, E-BFMI), Python work after "
+                 "sampling that no peer's timed run does (PyMC's is switched off), so it "
+                 "runs with `checks=False` (identical draws, tested); a stock call's time "
+                 "is in the workload's notes. PyStan needs "
                  "`save_warmup=True` for warmup gradient counts, so httpstan "
                  "also ships the warmup draws as JSON: this is inside its sampling time. "
                  "The same model code is given to each peer in its own idiom (Stan "

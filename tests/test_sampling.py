@@ -359,6 +359,8 @@ def test_fit_contents_and_repr():
     (dict(progress="yes"), TypeError, "progress"),
     (dict(step_size_restart="stan"), ValueError, "step_size_restart"),
     (dict(step_size_restart=None), TypeError, "step_size_restart"),
+    (dict(checks="no"), TypeError, "checks"),
+    (dict(checks=0), TypeError, "checks"),
 ])
 def test_bad_arguments_are_rejected_before_sampling(kwargs, error, match):
     model = iid_gaussian(2)
@@ -463,6 +465,25 @@ def test_automatic_checks_of_a_large_model_use_a_subset_of_unconstrained_coordin
     assert findings["subset"].details["total"] == model.dim  # unconstrained, no theta
     assert findings["subset"].details["checked"] <= 22
     assert fit._posterior is None  # nothing derived was built to be checked
+
+
+def test_checks_false_skips_only_the_warnings():
+    """A short run of the centered funnel warns (divergences, R-hat, ESS); with
+    ``checks=False`` it warns of nothing, its draws are the same bit for bit, and
+    ``fit.checks()`` finds what the automatic checks would have reported."""
+    model = uturn.models.eight_schools(centered=True)
+    settings = dict(draws=100, tune=100, chains=2, seed=4, progress=False)
+    with pytest.warns(uturn.SamplingWarning) as record:
+        checked = uturn.sample(model, **settings)
+    warned = {str(w.message) for w in record if issubclass(w.category, uturn.SamplingWarning)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unchecked = uturn.sample(model, checks=False, **settings)
+    np.testing.assert_array_equal(unchecked.unconstrained, checked.unconstrained)
+    later = {f"{f.message} {f.advice}".strip()
+             for f in uturn.sampling._automatic_checks(unchecked)
+             if f.severity == uturn.diagnostics.WARNING}
+    assert warned and later == warned
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -1,4 +1,11 @@
-"""uturn: ``uturn.sample`` on the hand-coded models of ``uturn.models``."""
+"""uturn: ``uturn.sample`` on the hand-coded models of ``uturn.models``.
+
+The timed run passes ``checks=False``: the draws are the same, but the R-hat, ESS and
+divergence checks that a stock call runs on its fit afterwards (Python work outside the
+sampler, like nutpie's conversion to an InferenceData and PyMC's convergence checks,
+which the other peers' timed runs skip too) are left out. The orchestrator's notes
+report what a stock call costs.
+"""
 import time
 import warnings
 
@@ -24,8 +31,11 @@ def skip_reason(workload, config, full):
 
 def settings(config):
     return (f"`uturn.sample(model, draws={config.draws}, tune={config.tune}, "
-            f"chains={config.chains}, seed=seed, cores={config.cores}, progress=False)`: "
-            f"defaults otherwise (diagonal metric, target_accept 0.8, max_treedepth 10)")
+            f"chains={config.chains}, seed=seed, cores={config.cores}, progress=False, "
+            f"checks=False)`: defaults otherwise (diagonal metric, target_accept 0.8, "
+            f"max_treedepth 10); `checks=False` only skips the automatic R-hat/ESS/"
+            f"divergence warnings after sampling (as PyMC's `compute_convergence_checks="
+            f"False`)")
 
 
 def fresh_cache_env(directory):
@@ -42,8 +52,9 @@ def build(workload, config):
     return {"uturn": uturn, "model": model, "workload": workload, "config": config}
 
 
-def run(state, seed, metric="diag", step_size_restart="every_window"):
-    """One timed ``uturn.sample`` -> :class:`benchmarks.peers.RunOutput`."""
+def run(state, seed, metric="diag", step_size_restart="every_window", checks=False):
+    """One timed ``uturn.sample`` -> :class:`benchmarks.peers.RunOutput`; ``checks=True``
+    is the stock call, with the automatic checks after sampling."""
     uturn, model, workload, config = (state[k] for k in ("uturn", "model", "workload",
                                                          "config"))
     with warnings.catch_warnings():
@@ -52,7 +63,7 @@ def run(state, seed, metric="diag", step_size_restart="every_window"):
         fit = uturn.sample(model, draws=config.draws, tune=config.tune,
                            chains=config.chains, seed=seed, cores=config.cores,
                            metric=metric, step_size_restart=step_size_restart,
-                           progress=False)
+                           progress=False, checks=checks)
         seconds = time.perf_counter() - start
     # Every coordinate monitored: the Fit's own array, not a copy that the memory
     # measurement would charge to the sampler.
@@ -68,6 +79,27 @@ def run(state, seed, metric="diag", step_size_restart="every_window"):
                      seconds=seconds, warmup_n_steps=warmup, extra_warmup_gradients=extra,
                      step_size=np.asarray(fit.step_size, dtype=float),
                      acceptance=np.asarray(fit.stats["acceptance_rate"], dtype=float))
+
+
+_STOCK_RUN_MAX_DIM = 10_000   # the extra stock run is a full run: only where it is cheap
+
+
+def extra_notes(state, seed, **settings):
+    """How long the same run takes with the automatic checks (the default)."""
+    if state["workload"].dim > _STOCK_RUN_MAX_DIM:
+        return []
+    stock_seconds = run(state, seed, checks=True, **settings).seconds
+    timed_seconds = run(state, seed, **settings).seconds
+    return [f"uturn checks every fit after sampling by default (R-hat and ESS of up to "
+            f"{_auto_check_quantities()} quantities, divergences, tree depth, E-BFMI), "
+            f"Python work after the chains: a stock call took {stock_seconds:.4f} s on "
+            f"{state['workload'].name} where the same seed with `checks=False` took "
+            f"{timed_seconds:.4f} s (the table times the latter)"]
+
+
+def _auto_check_quantities():
+    from uturn.sampling import AUTO_CHECK_QUANTITIES
+    return AUTO_CHECK_QUANTITIES
 
 
 _CALL_LOOP = None

@@ -11,7 +11,8 @@ LABEL = "uturn (first_window)"
 def settings(config):
     return (f"`uturn.sample(model, draws={config.draws}, tune={config.tune}, "
             f"chains={config.chains}, seed=seed, cores={config.cores}, "
-            f"step_size_restart=\"first_window\", progress=False)`: not uturn's default; "
+            f"step_size_restart=\"first_window\", progress=False, checks=False)`: "
+            f"not uturn's default; "
             f"diagonal metric, target_accept 0.8, max_treedepth 10")
 
 
