@@ -102,7 +102,10 @@ class MemoryMonitor:
         return _tree_rss_bytes(self.process) if self.process else _self_maxrss_bytes()
 
     def _poll(self):
-        polls, children = 0, 0
+        # The children as __enter__ found them, before the timed block: the first
+        # walk of /proc inside the block comes after _CHILDREN_POLL_EVERY polls, so a
+        # run of a few ms is not slowed by its own measurement.
+        polls, children = 1, self._children_before
         while not self._stop.wait(_POLL_SECONDS):
             if polls % _CHILDREN_POLL_EVERY == 0:
                 children = _tree_rss_bytes(self.process) - _rss_bytes(self.process)
@@ -113,6 +116,7 @@ class MemoryMonitor:
         self._maxrss_before = _self_maxrss_bytes()
         self.peak = self.current()
         if self.process:
+            self._children_before = self.peak - _rss_bytes(self.process)
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         return self
