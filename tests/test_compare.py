@@ -206,3 +206,18 @@ def test_nutpie_timed_from_its_raw_trace_gives_the_draws_of_its_stock_call():
         np.testing.assert_array_equal(raw.n_steps, stock.n_steps)
         np.testing.assert_array_equal(raw.diverging, stock.diverging)
         np.testing.assert_array_equal(raw.warmup_n_steps, stock.warmup_n_steps)
+
+
+def test_memory_monitor_counts_a_child_that_lives_through_the_block():
+    """PyStan and PyMC sample in child processes: the monitor must add their memory
+    even though it reads the children only every half second."""
+    pytest.importorskip("psutil")   # without it only the worker's ru_maxrss is known
+    from benchmarks.harness import MemoryMonitor
+    child_mb = 200
+    code = (f"import time; block = bytearray({child_mb} << 20); "
+            "block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)")
+    with MemoryMonitor() as before:
+        pass
+    with MemoryMonitor() as memory:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    assert memory.peak - before.peak > 0.8 * child_mb * 2 ** 20
