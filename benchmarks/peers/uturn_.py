@@ -84,25 +84,21 @@ def run(state, seed, metric="diag", step_size_restart="every_window", checks=Fal
 _STOCK_RUN_MAX_DIM = 10_000   # the extra stock run is a full run: only where it is cheap
 
 
-def extra_notes(state, seed, **settings):
+def extra_notes(state, seed):
     """How long the same run takes with the automatic checks (the default)."""
+    from uturn.sampling import AUTO_CHECK_QUANTITIES
     if state["workload"].dim > _STOCK_RUN_MAX_DIM:
         return []
     # The worker has not run the checks yet: their first call imports scipy.fft and
     # fills caches, a one-off cost that a warm process does not pay again.
-    run(state, seed, checks=True, **settings)
-    stock_seconds = run(state, seed, checks=True, **settings).seconds
-    timed_seconds = run(state, seed, **settings).seconds
+    run(state, seed, checks=True)
+    stock_seconds = run(state, seed, checks=True).seconds
+    timed_seconds = run(state, seed).seconds
     return [f"uturn checks every fit after sampling by default (R-hat and ESS of up to "
-            f"{_auto_check_quantities()} quantities, divergences, tree depth, E-BFMI), "
+            f"{AUTO_CHECK_QUANTITIES} quantities, divergences, tree depth, E-BFMI), "
             f"Python work after the chains: a stock call took {stock_seconds:.4f} s on "
             f"{state['workload'].name} where the same seed with `checks=False` took "
             f"{timed_seconds:.4f} s (the table times the latter)"]
-
-
-def _auto_check_quantities():
-    from uturn.sampling import AUTO_CHECK_QUANTITIES
-    return AUTO_CHECK_QUANTITIES
 
 
 _CALL_LOOP = None
