@@ -1,6 +1,7 @@
 """Sampler overhead: what a NUTS leapfrog step costs beyond the bare gradient (at
-dim 10 and 100, and on an iid Gaussian from dim 10 to 10,000 per coordinate),
-whether the hot loop allocates, where a whole eight-schools call goes (chains, automatic
+dim 10 and 100, and on an iid Gaussian from dim 10 to 10,000 per coordinate), the
+least a leaf can cost (a bare leapfrog step against the gradient, on eight schools
+and at J = 1,000), whether the hot loop allocates, where a whole eight-schools call goes (chains, automatic
 checks, fixed cost), and how long a fresh process waits for its first draw.
 
     python benchmarks/overhead.py            # all of it (about a minute)
@@ -20,14 +21,23 @@ import textwrap
 import time
 import warnings
 
+from pathlib import Path
+
 import numpy as np
 from numba import njit, types
 
+if __package__ in (None, ""):
+    # Run as `python benchmarks/overhead.py`: make the repository root importable,
+    # for benchmarks.workloads (the J = 1,000 data of the comparison).
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import uturn
 from uturn.model import LOGP_GRAD_TYPE
-from uturn.models import eight_schools
+from uturn.models import eight_schools, hierarchical_normal
 from uturn.models.gaussian import dense_gaussian, iid_gaussian
 from uturn.sampling import _automatic_checks
+
+from benchmarks.workloads import simulated_groups
 
 
 @njit(types.float64(LOGP_GRAD_TYPE, types.float64[::1], types.float64[::1], types.int64),
@@ -41,8 +51,67 @@ def _gradient_loop(logp_grad, x, grad, n):
     return total
 
 
-def ns_per_gradient(model, repeats):
-    x = np.random.default_rng(0).standard_normal(model.dim) + model.mean
+@njit(types.float64(LOGP_GRAD_TYPE, types.float64[::1], types.float64[::1],
+                    types.float64[::1], types.float64[::1], types.float64, types.int64),
+      nogil=True, fastmath={"reassoc", "contract"})
+def _bare_leapfrog_loop(logp_grad, x, p, grad, inv_metric, step_size, n):
+    """``n`` leapfrog steps with a diagonal metric and nothing else: the two half kicks
+    of consecutive steps share one pass over the vectors with the drift (as uturn's
+    subtrees run them), and the pass sums the kinetic energy that every NUTS leaf
+    needs for its weight. No tree, U-turn check, momentum draw or multinomial
+    sampling: the least a NUTS leaf of this model can cost."""
+    half_step = 0.5 * step_size
+    total = logp_grad(x, grad)
+    for k in range(x.shape[0]):
+        p[k] += half_step * grad[k]
+        x[k] += step_size * (inv_metric[k] * p[k])
+    for _ in range(n):
+        total += logp_grad(x, grad)
+        twice_kinetic = 0.0
+        for k in range(x.shape[0]):
+            momentum = p[k] + half_step * grad[k]
+            twice_kinetic += momentum * (inv_metric[k] * momentum)
+            p[k] = momentum + half_step * grad[k]
+            x[k] += step_size * (inv_metric[k] * p[k])
+        total += twice_kinetic
+    return total
+
+
+def leapfrog_floor(model, repeats):
+    """ns per call of the bare gradient, of a bare leapfrog step
+    (:func:`_bare_leapfrog_loop`) and of a NUTS leaf all in (one chain at the step
+    size and metric of a 1,000 + 1,000 warmup, no warmup timed; per-transition work
+    included), and the mean leaves per transition."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = uturn.sample(model, draws=1000, tune=1000, chains=1, seed=1,
+                           progress=False, checks=False)
+    step, inv_metric = float(fit.step_size[0]), np.array(fit.inv_metric[0])
+    start = np.array(fit.unconstrained[0, -1])
+    gradient = ns_per_gradient(model, repeats, at=start)
+    n = max(20000, int(2e7 / model.dim))
+    x, p, grad = start.copy(), np.zeros(model.dim), np.empty(model.dim)
+    # A step of 1e-9 keeps x where it started for the whole loop: the cost is the same
+    # at any step, and no overflow can end it early.
+    _bare_leapfrog_loop(model.logp_grad, x, p, grad, inv_metric, 1e-9, 10)
+    bare = np.inf
+    for _ in range(repeats):
+        x[:], p[:] = start, 0.0
+        begin = time.perf_counter()
+        _bare_leapfrog_loop(model.logp_grad, x, p, grad, inv_metric, 1e-9, n)
+        bare = min(bare, (time.perf_counter() - begin) / n)
+    leaf, steps = _ns_per_leaf(model, repeats, draws=max(500, int(4e6 / model.dim / 8)),
+                               metric=inv_metric, step_size=step, init=start, cores=1,
+                               checks=False)
+    return gradient, bare * 1e9, leaf, steps
+
+
+def ns_per_gradient(model, repeats, at=None):
+    """Best over ``repeats`` loops of ns per call of the bare gradient, at ``at`` (by
+    default a normal draw around a Gaussian model's mean)."""
+    if at is None:
+        at = np.random.default_rng(0).standard_normal(model.dim) + model.mean
+    x = np.array(at, dtype=np.float64)
     grad = np.empty(model.dim)
     n = max(20000, int(2e7 / model.dim ** 1.5))
     _gradient_loop(model.logp_grad, x, grad, 10)
@@ -200,6 +269,22 @@ def main(argv=None):
         gradient, leaf = ns_beyond_gradient(dim, repeats)
         print(f"| {dim:,} | {gradient:.0f} | {leaf:.0f} | {leaf - gradient:.0f} "
               f"| {(leaf - gradient) / dim:.2f} |")
+
+    print("\n## The least a leaf can cost: a bare leapfrog step against the gradient\n")
+    print("The physical limit of benchmarks.compare counts the gradient alone. A bare "
+          "leapfrog step (one fused pass over the vectors with the kinetic energy, no "
+          "tree) is the least any NUTS leaf costs; a NUTS leaf all in adds the tree, "
+          "the U-turn checks, the sampling and each transition's momentum draw.\n")
+    print("| model | dim | ns / gradient | ns / bare leapfrog step | ns / NUTS leaf, all in "
+          "| bare / gradient | NUTS / gradient | leaves / transition |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    y, sigma = simulated_groups(1000, seed=0)
+    for name, model in (("eight schools, non-centered", eight_schools(centered=False)),
+                        ("hierarchical, non-centered, J = 1,000",
+                         hierarchical_normal(y, sigma, centered=False))):
+        gradient, bare, leaf, steps = leapfrog_floor(model, repeats)
+        print(f"| {name} | {model.dim:,} | {gradient:.0f} | {bare:.0f} | {leaf:.0f} "
+              f"| {bare / gradient:.2f} | {leaf / gradient:.2f} | {steps:.1f} |")
 
     print("\n## Allocations by the compiled chain (numba NRT, NUMBA_NRT_STATS=1)\n")
     small, large = allocations_per_run()
