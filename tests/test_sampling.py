@@ -524,3 +524,39 @@ def test_a_replaced_logp_grad_is_the_one_sampled():
     # Unit-variance targets 10 apart; each mean has a Monte Carlo error near 0.04.
     assert abs(first.unconstrained.mean()) < 0.5
     assert abs(second.unconstrained.mean() - 10.0) < 0.5
+
+
+def test_a_model_pickled_after_sampling_samples_in_another_process(tmp_path):
+    """The compiled address the Model keeps belongs to the process that sampled; a
+    Model pickled there and loaded in a fresh process must sample its own code (it
+    jumped to the old address and crashed with a segfault)."""
+    (tmp_path / "pickled_target.py").write_text(
+        "import numba\n\n"
+        "@numba.njit\n"
+        "def logp_grad(x, grad):\n"
+        "    grad[0] = 3.0 - x[0]\n"
+        "    return -0.5 * (x[0] - 3.0) ** 2\n")
+    sample_here = (
+        "import pickle, sys, warnings\n"
+        "import uturn, pickled_target\n"
+        "model = uturn.Model(pickled_target.logp_grad, 1)\n"
+        "uturn.sample(model, draws=50, tune=50, chains=1, seed=1, progress=False,\n"
+        "             checks=False)\n"
+        "assert hasattr(model, '_compiled_handle')\n"
+        "open(sys.argv[1], 'wb').write(pickle.dumps(model))\n")
+    sample_there = (
+        "import pickle, sys\n"
+        "import uturn\n"
+        "model = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "fit = uturn.sample(model, draws=400, tune=300, chains=2, seed=2, progress=False,\n"
+        "                   checks=False)\n"
+        "print(fit.unconstrained.mean())\n")
+    pickled = str(tmp_path / "model.pkl")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path)] + [p for p in sys.path if p]))
+    for script in (sample_here, sample_there):
+        done = subprocess.run([sys.executable, "-c", script, pickled], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    # A unit-variance target at 3: 800 draws give a Monte Carlo error near 0.05.
+    assert abs(float(done.stdout.split()[-1]) - 3.0) < 0.5

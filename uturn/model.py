@@ -53,6 +53,12 @@ class CompiledLogpGrad(types.WrapperAddressProtocol):
     def __wrapper_address__(self):
         return self._address
 
+    def __reduce__(self):
+        # The address is this process's: a Model pickled after sampling and loaded in
+        # another process carried it along and the sampler jumped to it (a segfault).
+        # A copy or an unpickled handle looks the address up again.
+        return (CompiledLogpGrad, (self.logp_grad,))
+
     def signature(self):
         return LOGP_GRAD_SIGNATURE
 
