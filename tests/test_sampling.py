@@ -526,6 +526,26 @@ def test_a_replaced_logp_grad_is_the_one_sampled():
     assert abs(second.unconstrained.mean() - 10.0) < 0.5
 
 
+def test_a_replaced_logp_grad_is_checked_like_the_first():
+    """Assigning a plain Python function to ``model.logp_grad`` gets the constructor's
+    TypeError at once, and the model keeps sampling the compiled function it had."""
+    @numba.njit
+    def centred_at_two(x, grad):
+        grad[0] = 2.0 - x[0]
+        return -0.5 * (x[0] - 2.0) ** 2
+
+    def not_compiled(x, grad):
+        return 0.0
+
+    model = uturn.Model(centred_at_two, 1)
+    quiet_sample(model, draws=20, tune=20, chains=1, seed=1)
+    with pytest.raises(TypeError, match="logp_grad must be a numba-compiled function"):
+        model.logp_grad = not_compiled
+    assert model.logp_grad is centred_at_two
+    fit = quiet_sample(model, draws=300, tune=300, chains=2, seed=4)
+    assert abs(fit.unconstrained.mean() - 2.0) < 0.5
+
+
 def test_a_model_pickled_after_sampling_samples_in_another_process(tmp_path):
     """The compiled address the Model keeps belongs to the process that sampled; a
     Model pickled there and loaded in a fresh process must sample its own code (it

@@ -135,7 +135,7 @@ class Model:
         if dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim}")
         self.dim = int(dim)
-        self.logp_grad = _compile_logp_grad(logp_grad)
+        self.logp_grad = logp_grad  # checked and compiled by the property's setter
         if names is None:
             names = [f"x[{i}]" for i in range(self.dim)]
         elif isinstance(names, str):
@@ -155,12 +155,25 @@ class Model:
         self.init = init
         self.data = dict(data) if data is not None else {}
 
+    @property
+    def logp_grad(self):
+        """The compiled ``logp_grad(x, grad) -> float`` (see the model contract)."""
+        return self._logp_grad
+
+    @logp_grad.setter
+    def logp_grad(self, function):
+        # A function assigned after construction is checked as the constructor checks
+        # it (a plain Python function got numba's NotImplementedError from the
+        # sampler), and the compiled handle of the one before is dropped.
+        self._logp_grad = _compile_logp_grad(function)
+        self._compiled_handle = None
+
     def _compiled_logp_grad(self):
         """``logp_grad`` as a :class:`CompiledLogpGrad`, made once (the address lookup
-        costs about 20 us) and again only if ``logp_grad`` is replaced."""
-        handle = getattr(self, "_compiled_handle", None)
-        if handle is None or handle.logp_grad is not self.logp_grad:
-            handle = self._compiled_handle = CompiledLogpGrad(self.logp_grad)
+        costs about 20 us) and again only after ``logp_grad`` is replaced."""
+        handle = self._compiled_handle
+        if handle is None or handle.logp_grad is not self._logp_grad:
+            handle = self._compiled_handle = CompiledLogpGrad(self._logp_grad)
         return handle
 
     def __repr__(self):
