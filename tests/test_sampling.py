@@ -543,7 +543,8 @@ def test_a_replaced_logp_grad_is_checked_like_the_first():
         model.logp_grad = not_compiled
     assert model.logp_grad is centred_at_two
     fit = quiet_sample(model, draws=300, tune=300, chains=2, seed=4)
-    assert abs(fit.unconstrained.mean() - 2.0) < 0.5
+    draws = fit.unconstrained[:, :, 0]
+    assert abs(draws.mean() - 2.0) < 5 * mcse_mean(draws)
 
 
 def test_a_model_pickled_after_sampling_samples_in_another_process(tmp_path):
@@ -562,15 +563,17 @@ def test_a_model_pickled_after_sampling_samples_in_another_process(tmp_path):
         "model = uturn.Model(pickled_target.logp_grad, 1)\n"
         "uturn.sample(model, draws=50, tune=50, chains=1, seed=1, progress=False,\n"
         "             checks=False)\n"
-        "assert hasattr(model, '_compiled_handle')\n"
+        "assert model._compiled_handle is not None  # the pickle carries an address\n"
         "open(sys.argv[1], 'wb').write(pickle.dumps(model))\n")
     sample_there = (
         "import pickle, sys\n"
         "import uturn\n"
+        "from uturn.diagnostics import mcse_mean\n"
         "model = pickle.loads(open(sys.argv[1], 'rb').read())\n"
         "fit = uturn.sample(model, draws=400, tune=300, chains=2, seed=2, progress=False,\n"
         "                   checks=False)\n"
-        "print(fit.unconstrained.mean())\n")
+        "draws = fit.unconstrained[:, :, 0]\n"
+        "print(draws.mean(), mcse_mean(draws))\n")
     pickled = str(tmp_path / "model.pkl")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(tmp_path)] + [p for p in sys.path if p]))
@@ -578,5 +581,5 @@ def test_a_model_pickled_after_sampling_samples_in_another_process(tmp_path):
         done = subprocess.run([sys.executable, "-c", script, pickled], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-    # A unit-variance target at 3: 800 draws give a Monte Carlo error near 0.05.
-    assert abs(float(done.stdout.split()[-1]) - 3.0) < 0.5
+    mean, mcse = (float(value) for value in done.stdout.split()[-2:])
+    assert abs(mean - 3.0) < 5 * mcse

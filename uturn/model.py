@@ -170,11 +170,11 @@ class Model:
 
     def _compiled_logp_grad(self):
         """``logp_grad`` as a :class:`CompiledLogpGrad`, made once (the address lookup
-        costs about 20 us) and again only after ``logp_grad`` is replaced."""
-        handle = self._compiled_handle
-        if handle is None or handle.logp_grad is not self._logp_grad:
-            handle = self._compiled_handle = CompiledLogpGrad(self._logp_grad)
-        return handle
+        costs about 20 us) and again after ``logp_grad`` is replaced (its setter drops
+        the handle)."""
+        if self._compiled_handle is None:
+            self._compiled_handle = CompiledLogpGrad(self._logp_grad)
+        return self._compiled_handle
 
     def __repr__(self):
         shown = ", ".join(self.names[:4]) + (", ..." if self.dim > 4 else "")
